@@ -1,0 +1,35 @@
+# Two entry points (see README): `make book` and `make test`. Both set up .venv first.
+PY      ?= python3.11
+VENV    := .venv
+BIN     := $(VENV)/bin
+PROFILE ?= $(or $(HLS_PROFILE),cpu)
+STAMP   := $(VENV)/.installed
+
+.PHONY: setup book test reproduce bench clean-book
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[book,test]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (hls)" >/dev/null
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Build the HTML report with one profile for every chapter (HLS_PROFILE, default cpu).
+book: $(STAMP)
+	HLS_PROFILE=$(PROFILE) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/jupyter-book build book/
+
+# The test suite; the slow tests execute the chapters and build the book with the smoke profile.
+test: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q tests
+
+# papermill batch: every chapter at PROFILE into book/_executed/PROFILE, then rendered.
+reproduce: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m hls book --profile $(PROFILE)
+
+bench: $(STAMP)
+	$(BIN)/python -m hls bench
+
+clean-book:
+	rm -rf book/_build

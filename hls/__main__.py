@@ -1,0 +1,165 @@
+"""Command line: python -m hls {run, list, table, data, bench, book} ...
+
+Bad input ends with one line `hls: error: ...` naming the problem and the fix, exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import ConfigError
+from .data import DataError
+
+
+def parse_settings(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value (got {pair!r}), e.g. --set epochs=3")
+        out[key] = value
+    return out
+
+
+def cmd_run(args) -> None:
+    from . import experiments, runs
+    profile = experiments.check_profile(args.profile)
+    experiments.check_method(args.method)
+    overrides = parse_settings(args.set)
+    for seed in experiments.seeds_of(profile, args.seeds):
+        cfg = experiments.config(args.method, profile, seed, overrides)
+        record = runs.get_run(cfg, args.device, force=args.force)
+        ev = record.eval
+        print(f"{cfg.run_id}  seed {seed}  test acc {100 * ev['paper_protocol']['acc']:.2f}% "
+              f"(paper protocol, mu={ev['paper_protocol']['mu']})  "
+              f"{100 * ev['val_chosen']['acc']:.2f}% (mu={ev['val_chosen']['mu']} chosen on val)"
+              f"  {record.facts['wall_seconds']:.0f} s on {record.facts['device_name']}")
+
+
+def cmd_list(args) -> None:
+    from .runs import list_runs, runs_dir
+    rows = list_runs()
+    if not rows:
+        print(f"no runs in {runs_dir()}")
+    for row in rows:
+        extra = f"  ({row['reason']})" if "reason" in row else ""
+        print(f"{row['run']:<32} {row['state']:<9} epoch {row.get('epoch', '?')}{extra}")
+
+
+def cmd_table(args) -> None:
+    """Mean +- std over seeds of finished runs; nothing is trained here."""
+    import statistics
+    from . import experiments, runs
+    profile = experiments.check_profile(args.profile)
+    methods = args.methods or experiments.TABLE_II_METHODS
+    print(f"profile {profile}; test accuracy in %; paper = the paper's Table II")
+    print(f"{'method':<22} {'paper protocol':>16} {'mu chosen on val':>18} {'paper':>7}  seeds")
+    for method in methods:
+        experiments.check_method(method)
+        done = []
+        for seed in experiments.seeds_of(profile, args.seeds):
+            cfg = experiments.config(method, profile, seed, parse_settings(args.set))
+            if runs.status(cfg).get("state") == "complete":
+                done.append(runs.load_record(runs.runs_dir() / cfg.run_id))
+        paper = experiments.PAPER_TABLE_II.get(method)
+        paper_txt = f"{paper:7.2f}" if paper is not None else f"{'-':>7}"
+        if not done:
+            print(f"{experiments.LABELS[method]:<22} {'not run':>16} {'':>18} {paper_txt}  0")
+            continue
+
+        def fmt(key):
+            vals = [100 * r.eval[key]["acc"] for r in done]
+            sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+            return f"{statistics.mean(vals):.2f} +- {sd:.2f}"
+        print(f"{experiments.LABELS[method]:<22} {fmt('paper_protocol'):>16} "
+              f"{fmt('val_chosen'):>18} {paper_txt}  {len(done)}")
+
+
+def cmd_data(args) -> None:
+    import time
+    from .data import load_long_tailed
+    start = time.perf_counter()
+    data = load_long_tailed(args.dataset, args.ratio, seed=args.seed)
+    counts = (data.train.class_counts + data.val.class_counts).tolist()
+    print(f"{args.dataset}-LT ratio {args.ratio}: per-class {counts} ({sum(counts)} images); "
+          f"train {len(data.train)}, val {len(data.val)}, test {len(data.test)} "
+          f"[{time.perf_counter() - start:.1f} s]")
+
+
+def cmd_bench(args) -> None:
+    from .bench import main as bench_main
+    bench_main(args)
+
+
+def cmd_book(args) -> None:
+    from .book import run_book
+    from .experiments import check_profile
+    overrides = parse_settings(args.set)
+    print(run_book(check_profile(args.profile), seeds=args.seeds, device=args.device,
+                   overrides=overrides or None, build=not args.no_build))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hls", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp, method=False):
+        if method:
+            sp.add_argument("method", help="e.g. darts, darts_bbn, hls (see experiments.METHODS)")
+        sp.add_argument("--profile", help="smoke, cpu (default, or HLS_PROFILE) or paper")
+        sp.add_argument("--seeds", type=int, nargs="+", help="default: the profile's seeds")
+        sp.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override any config field, e.g. --set epochs=3 --set hls_tau=2")
+
+    sp = sub.add_parser("run", help="train (or read from the run store) one method")
+    common(sp, method=True)
+    sp.add_argument("--device", help="cpu, cuda or auto (default: HLS_DEVICE or auto)")
+    sp.add_argument("--force", action="store_true", help="retrain even if the run is complete")
+    sp.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser("list", help="runs in the store and their state")
+    sp.set_defaults(func=cmd_list)
+
+    sp = sub.add_parser("table", help="results table of finished runs")
+    common(sp)
+    sp.add_argument("--methods", nargs="+")
+    sp.set_defaults(func=cmd_table)
+
+    sp = sub.add_parser("data", help="decode and cache the data set, print the LT counts")
+    sp.add_argument("--dataset", default="cifar10")
+    sp.add_argument("--ratio", type=float, default=100)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.set_defaults(func=cmd_data)
+
+    sp = sub.add_parser("bench", help="search-step throughput and memory, fast vs textbook")
+    sp.add_argument("--device", help="cpu, cuda or auto")
+    sp.add_argument("--sizes", nargs="+", default=["paper", "cpu"], help="paper and/or cpu")
+    sp.add_argument("--repeats", type=int, default=3)
+    sp.add_argument("--orders", type=int, nargs="+", default=[1, 2])
+    sp.set_defaults(func=cmd_bench)
+
+    sp = sub.add_parser("book", help="papermill batch: every chapter at one profile, rendered")
+    common(sp)
+    sp.add_argument("--device")
+    sp.add_argument("--no-build", action="store_true", help="execute only, do not render HTML")
+    sp.set_defaults(func=cmd_book)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ConfigError, DataError, ValueError) as exc:
+        print(f"hls: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hls: interrupted; the run resumes from its last finished epoch next time",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""Search-step benchmark: throughput and peak memory, fast path against the textbook formulation.
+
+`python -m hls bench [--device cuda] [--sizes paper cpu] [--orders 1 2]`
+
+A step is what the search loop does per iteration: one architecture step on validation batches
+(first- or second-order) and one weight step on training batches. Images/s counts every image
+that goes forward and backward in it: the training and the validation batches of each sampler.
+On the CPU the paper-size step is the plain DARTS step at batch 64 (the issue's CPU target); on
+CUDA it is the BBN step at batch 128 per sampler, both branches (the paper's setting).
+
+"textbook" computes every op (the `none` term as x * 0), in float32 and the contiguous NCHW
+layout; "fast" is the device's default Speed. Both run in the same process on the same data.
+
+Bandwidth (CUDA): bytes the step must move are estimated from the activations: every module
+output is written once in the forward pass and read once in the backward pass, and its gradient
+is written once and read once, so 4 x activation bytes per forward+backward pass (weights are
+negligible at this size). Achieved fraction = those bytes / step time / the device's peak.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+
+import torch
+
+from . import experiments
+from .config import RunConfig
+from .data import Augmenter, LongTailData, Split
+from .train import Search, Speed, resolve_device
+
+PEAK_BANDWIDTH = {"H100": 3.35e12, "H200": 4.8e12, "A100": 2.0e12, "A6000": 0.768e12}
+
+
+def synthetic_data(n_train: int, n_val: int, device, num_classes: int = 10) -> LongTailData:
+    """Random uint8 images with a long-tailed label profile: speed does not need real pixels."""
+    g = torch.Generator().manual_seed(0)
+
+    def split(n):
+        labels = torch.arange(n) % num_classes
+        images = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
+        return Split(images.to(device), labels.to(device), num_classes)
+
+    return LongTailData(split(n_train), split(n_val), split(num_classes * 10),
+                        tuple(str(c) for c in range(num_classes)))
+
+
+def bench_config(size: str, device: torch.device, order: int) -> RunConfig:
+    if size == "paper":
+        fields = dict(experiments.PROFILES["paper"]["fields"])
+        if device.type == "cpu":
+            fields.update(batch_size=64)
+            return RunConfig(method="darts", **{**fields, "order": order})
+        return RunConfig(method="darts_bbn", bilateral=True, **{**fields, "order": order})
+    fields = dict(experiments.PROFILES["cpu"]["fields"])
+    return RunConfig(method="darts_bbn", bilateral=True, **{**fields, "order": order})
+
+
+def images_per_step(config: RunConfig) -> int:
+    samplers = 2 if config.bilateral else 1
+    return 2 * samplers * config.batch_size   # train + val batches of every sampler
+
+
+def time_steps(search: Search, repeats: int, warmup: int = 2) -> list[float]:
+    """Seconds per search step (architecture step + weight step), after warm-up steps."""
+    search.steps_per_epoch = 1
+    sync = torch.cuda.synchronize if search.device.type == "cuda" else (lambda: None)
+    times = []
+    for i in range(warmup + repeats):
+        sync()
+        start = time.perf_counter()
+        search.history.clear()
+        _one_step(search)
+        sync()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def _one_step(search: Search) -> None:
+    """The body of Search.run_epoch for one step, without validation or bookkeeping."""
+    c = search.config
+    s = search.schedule(0)
+    search._set_learning_rates(s)
+    search._set_train_mode()
+    mu = s["mu"]
+    loss_fn = lambda batch: search.objective(search.net, batch, mu)[0]  # noqa: E731
+    train_batch, val_batch = search.streams.next("train"), search.streams.next("val")
+    search.architect.step(loss_fn, val_batch, train_batch, c.order, s["lr"],
+                          search.weight_optimizer)
+    for a in search.net.alphas.values():
+        a.requires_grad_(False)
+    loss, _ = search.objective(search.net, train_batch, mu)
+    search.weight_optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    search.weight_optimizer.step()
+    for a in search.net.alphas.values():
+        a.requires_grad_(True)
+
+
+def activation_bytes(search: Search) -> int:
+    """Bytes of every leaf module's output in one forward pass of a training batch."""
+    total = 0
+
+    def hook(_, __, out):
+        nonlocal total
+        if torch.is_tensor(out):
+            total += out.numel() * out.element_size()
+
+    handles = [m.register_forward_hook(hook) for m in search.net.modules()
+               if not list(m.children())]
+    with torch.no_grad():
+        search.objective(search.net, search.streams.next("train"), 0.5)
+    for h in handles:
+        h.remove()
+    return total
+
+
+def measure(size: str, order: int, device: torch.device, speed: Speed, repeats: int) -> dict:
+    config = bench_config(size, device, order)
+    data = synthetic_data(max(4 * config.batch_size, 512), max(4 * config.batch_size, 512), device)
+    search = Search(config, data, device, speed)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = time_steps(search, repeats)
+    seconds = statistics.median(times)
+    row = {"size": size, "order": order, "speed": speed, "seconds": seconds,
+           "images_per_s": images_per_step(config) / seconds,
+           "config": f"C={config.channels} L={config.layers} N={config.nodes} "
+                     f"batch {config.batch_size}{' x2 samplers' if config.bilateral else ''}"}
+    if device.type == "cuda":
+        row["peak_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
+        # forward+backward passes in a step: weight step 1, first-order arch step 1,
+        # second-order arch step 4 (train grad, val grad, two finite-difference passes)
+        passes = 1 + (1 if order == 1 else 4)
+        moved = 4 * activation_bytes(search) * passes
+        name = torch.cuda.get_device_name(device)
+        peak = next((v for k, v in PEAK_BANDWIDTH.items() if k in name), None)
+        row["bandwidth_fraction"] = moved / seconds / peak if peak else None
+    else:
+        row["peak_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+    return row
+
+
+def main(args) -> None:
+    device = resolve_device(args.device)
+    fast = Speed.default_for(device)
+    textbook = Speed(channels_last=False, amp_bf16=False, compile=False, skip_none=False)
+    if device.type == "cpu":
+        fast = Speed(channels_last=True)      # exact float32; only the layout and `none` differ
+    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}"
+          f", {torch.get_num_threads()} threads), torch {torch.__version__}; median of "
+          f"{args.repeats} steps after 2 warm-up steps")
+    print(f"fast = {fast}\ntextbook = {textbook}")
+    header = (f"{'size':<6} {'config':<28} {'order':>5} {'fast s/step':>12} {'img/s':>8} "
+              f"{'textbook s':>11} {'img/s':>8} {'speed-up':>9} {'peak GB':>8}")
+    if device.type == "cuda":
+        header += f" {'BW frac':>8}"
+    print(header)
+    for size in args.sizes:
+        for order in args.orders:
+            f = measure(size, order, device, fast, args.repeats)
+            t = measure(size, order, device, textbook, args.repeats)
+            line = (f"{size:<6} {f['config']:<28} {order:>5} {f['seconds']:>12.3f} "
+                    f"{f['images_per_s']:>8.0f} {t['seconds']:>11.3f} {t['images_per_s']:>8.0f} "
+                    f"{t['seconds'] / f['seconds']:>8.2f}x {f['peak_gb']:>8.2f}")
+            if device.type == "cuda":
+                frac = f.get("bandwidth_fraction")
+                line += f" {frac:>8.2f}" if frac is not None else f" {'?':>8}"
+            print(line, flush=True)

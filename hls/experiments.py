@@ -1,0 +1,123 @@
+"""The paper's methods and the three profiles, as data.
+
+A method is a set of RunConfig fields (timm-style registry: name -> fields); a profile is the
+scale (network size, epochs, batch, seeds). `config(method, profile, seed, **overrides)` gives the
+RunConfig of one run. Continued-training methods name the run they start from (`parent`).
+"""
+
+from __future__ import annotations
+
+import os
+
+from .config import ConfigError, RunConfig, coerce_overrides
+
+# ---- methods: Table I / II rows, ablations and continued training (Sec. V)
+
+TAU = 5.0   # Eq. (17). Our reading of Fig. 5: the factor stays near 1 while mu is near 1
+            # (1 - e^-5 = 0.993) and falls to 0 as mu -> 0 (0.39 at mu = 0.1).
+K = 10.0    # Eq. (18). "Prolonged soaking" in the instance head, then a rapid switch:
+            # with k = 10, mu > 0.95 until t/T = 0.35 and < 0.05 after t/T = 0.65.
+
+METHODS: dict[str, dict] = {
+    "darts": dict(),
+    "darts_resample": dict(sampler="class_balanced"),
+    "darts_reweight": dict(reweight="class_balanced"),
+    "darts_bbn": dict(bilateral=True),
+    "hls": dict(bilateral=True, hls_tau=TAU),
+    "hls_rs": dict(bilateral=True, hls_tau=TAU, mixing="reverse_sigmoid", mixing_k=K),
+    # Fig. 6 variant: the HLS factor also scales the backbone's weight learning rate
+    "hls_weights": dict(bilateral=True, hls_tau=TAU, hls_scope="arch+weights"),
+    # Sec. V.D, each continued from the hls run
+    "ct_mu0": dict(bilateral=True, hls_tau=TAU, mixing="constant", mixing_value=0.0),
+    "ct_mu05": dict(bilateral=True, hls_tau=TAU, mixing="constant", mixing_value=0.5),
+    "ct_rs": dict(bilateral=True, hls_tau=TAU, mixing="reverse_sigmoid", mixing_k=K),
+    "ct_frozen": dict(bilateral=True, hls_tau=TAU, mixing="constant", mixing_value=0.0,
+                      freeze_backbone=True),
+}
+CONTINUED_FROM = {"ct_mu0": "hls", "ct_mu05": "hls", "ct_rs": "hls", "ct_frozen": "hls"}
+
+LABELS = {
+    "darts": "DARTS",
+    "darts_resample": "DARTS+Re-sampling",
+    "darts_reweight": "DARTS+Re-weighting",
+    "darts_bbn": "DARTS+BBN",
+    "hls": "HLS",
+    "hls_rs": "HLS+Reverse Sigmoid",
+    "hls_weights": "HLS (weights scaled too)",
+    "ct_mu0": "continued, mu = 0",
+    "ct_mu05": "continued, mu = 0.5",
+    "ct_rs": "continued, reverse sigmoid",
+    "ct_frozen": "continued, backbone frozen",
+}
+
+# The paper's own numbers (test accuracy in %), shown only as the paper's reference column.
+PAPER_TABLE_I = {"darts": 64.0, "darts_resample": 61.0, "darts_bbn": 52.0}
+PAPER_TABLE_II = {"darts": 64.56, "darts_resample": 61.20, "darts_bbn": 52.14, "hls": 65.12,
+                  "hls_rs": 61.85, "ct_mu05": 63.12}
+TABLE_II_METHODS = ["darts", "darts_resample", "darts_reweight", "darts_bbn", "hls", "hls_rs",
+                    "ct_mu05"]   # "HLS + continued training": the mu = 0.5 variant, Sec. V.D
+
+# ---- profiles
+
+PROFILES: dict[str, dict] = {
+    # The whole book in a few minutes: every code path runs, the numbers mean nothing.
+    "smoke": dict(
+        fields=dict(channels=4, layers=3, nodes=2, epochs=2, steps_per_epoch=3, batch_size=16,
+                    test_per_class=50, primitives=("none", "max_pool_3x3", "skip_connect",
+                                                   "sep_conv_3x3")),
+        seeds=[0, 1], continue_epochs=1, taus=[1.0, 20.0],
+        why="code paths only: tiny net, 3 steps an epoch, a 500-image test set"),
+    # The default: the whole book in about an hour on two CPU cores, with numbers that mean
+    # something. Measured on the 2-core development machine (see README): the 5x5 ops and a
+    # fourth node cost most and bought least, first-order search is half the cost of second.
+    "cpu": dict(
+        fields=dict(channels=16, layers=3, nodes=2, stem_stride=2, epochs=4, batch_size=64,
+                    order=1, primitives=("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
+                                         "sep_conv_3x3", "dil_conv_3x3")),
+        seeds=[0], continue_epochs=1, taus=[20.0],
+        why="C=16, 3 cells of 2 nodes on 16x16 maps (stride-2 stem), 3x3 ops only, "
+            "4 first-order epochs of batch 64"),
+    # Sec. V.A exactly: 8 cells, C=16, batch 128 per sampler, weight lr 0.02 cosine, alpha lr
+    # 0.02, weight decay 3e-4, T = 50, 80/20 split, ratio 100. Second-order as in DARTS.
+    "paper": dict(
+        fields=dict(channels=16, layers=8, nodes=4, epochs=50, batch_size=128, lr=0.02,
+                    arch_lr=0.02, weight_decay=3e-4, order=2),
+        seeds=[0, 1, 2], continue_epochs=25, taus=[1.0, 20.0],
+        why="the paper's hyper-parameters (Sec. V.A), for a GPU"),
+}
+
+
+def default_profile() -> str:
+    return os.environ.get("HLS_PROFILE") or "cpu"
+
+
+def check_profile(profile: str | None) -> str:
+    profile = profile or default_profile()
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    return profile
+
+
+def check_method(method: str) -> str:
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    return method
+
+
+def seeds_of(profile: str | None, seeds=None) -> list[int]:
+    return list(seeds) if seeds is not None else list(PROFILES[check_profile(profile)]["seeds"])
+
+
+def config(method: str, profile: str | None = None, seed: int = 0,
+           overrides: dict | None = None) -> RunConfig:
+    """The RunConfig of `method` at `profile` (overrides win over both)."""
+    profile = check_profile(profile)
+    check_method(method)
+    p = PROFILES[profile]
+    overrides = dict(overrides or {})
+    continue_epochs = int(overrides.pop("continue_epochs", p["continue_epochs"]))
+    fields = {**p["fields"], **METHODS[method], **coerce_overrides(overrides)}
+    if method in CONTINUED_FROM:
+        fields["parent"] = config(CONTINUED_FROM[method], profile, seed, overrides)
+        fields["epochs"] = continue_epochs
+    return RunConfig(method=method, seed=seed, **fields)

@@ -1,0 +1,60 @@
+"""Schedules as pure functions of (t, T): the figures that draw them and the loop that uses them
+are the same code. `t` runs over epochs 1..T, as in Algorithm 1 (so the last epoch has t = T).
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def parabolic(t: float, T: float) -> float:
+    """BBN's cumulative-learning mixing ratio (Alg. 1, line 9): mu = 1 - (t/T)^2."""
+    return 1.0 - (t / T) ** 2
+
+
+def reverse_sigmoid(t: float, T: float, k: float = 10.0) -> float:
+    """Eq. (18): RS(t) = 1 - sigmoid((t - T/2) / (T/2) * k); symmetric about t = T/2."""
+    return 1.0 - 1.0 / (1.0 + math.exp(-(t - T / 2) / (T / 2) * k))
+
+
+def linear(t: float, T: float) -> float:
+    """A straight decay from 1 to 0, for comparison."""
+    return 1.0 - t / T
+
+
+def constant(t: float, T: float, value: float = 0.5) -> float:
+    return value
+
+
+MIXING = {"parabolic": parabolic, "reverse_sigmoid": reverse_sigmoid, "linear": linear,
+          "constant": constant}
+
+
+def mixing_ratio(name: str, t: float, T: float, k: float = 10.0, value: float = 0.5) -> float:
+    """The mixing ratio mu(t) of the schedule `name`, clipped to [0, 1]."""
+    if name not in MIXING:
+        raise ValueError(f"unknown mixing schedule {name!r}; choose one of {', '.join(MIXING)}")
+    if name == "reverse_sigmoid":
+        mu = reverse_sigmoid(t, T, k)
+    elif name == "constant":
+        mu = value
+    else:
+        mu = MIXING[name](t, T)
+    return min(1.0, max(0.0, mu))
+
+
+def hls_factor(mu: float, tau: float | None) -> float:
+    """Eq. (17): the backbone's architecture learning rate is xi_0 * (1 - exp(-tau * mu)).
+
+    tau = None means no heterogeneous scheduling (factor 1).
+    """
+    if tau is None:
+        return 1.0
+    if tau <= 0:
+        raise ValueError(f"tau must be > 0 (got {tau}); use tau=None to switch HLS off")
+    return 1.0 - math.exp(-tau * mu)
+
+
+def cosine_lr(epoch: int, epochs: int, lr: float, lr_min: float) -> float:
+    """Cosine annealing over epochs 0..epochs-1, as torch's CosineAnnealingLR stepped per epoch."""
+    return lr_min + 0.5 * (lr - lr_min) * (1 + math.cos(math.pi * epoch / epochs))

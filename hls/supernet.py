@@ -1,0 +1,168 @@
+"""The DARTS supernet with named components (Sec. III.B, IV.A).
+
+One class serves plain DARTS and the bilateral-branch network: a backbone of stacked cells (stem,
+normal cells, reduction cells at 1/3 and 2/3 of the depth) and one or more heads. A head is a
+single normal cell fed by the last two backbone outputs, then global pooling and a linear layer.
+Every cell type has its own architecture parameters, addressed by component name:
+
+    backbone_normal, backbone_reduce, head_<name>     e.g. head_main, or head_ins and head_cls
+
+so the optimiser can give each component its own learning rate (HLS, Eq. 17).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .ops import OPS, FactorizedReduce, ReLUConvBN, check_primitives, PRIMITIVES
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    channels: int = 16          # C: width of the first stage
+    layers: int = 8             # L: backbone cells
+    nodes: int = 4              # intermediate nodes per cell (the paper's N - 3)
+    num_classes: int = 10
+    heads: tuple[str, ...] = ("main",)
+    primitives: tuple[str, ...] = PRIMITIVES
+    stem_multiplier: int = 3
+    stem_stride: int = 1        # 2 halves the resolution before the first cell (cpu profile)
+    skip_none: bool = True      # leave the exactly-zero `none` term out of every mixed op
+
+
+class MixedOp(nn.Module):
+    """Eq. (6): the softmax-weighted sum of every primitive on one edge.
+
+    The `none` op's term is exactly zero, so it is left out of the sum: the output and the
+    gradients (the alpha of `none` still moves through the softmax) are unchanged.
+    """
+
+    def __init__(self, c: int, stride: int, primitives: tuple[str, ...], skip_none: bool = True):
+        super().__init__()
+        self.active = [i for i, p in enumerate(primitives) if p != "none" or not skip_none]
+        self.ops = nn.ModuleList(OPS[primitives[i]](c, stride) for i in self.active)
+
+    def forward(self, x, weights):
+        out = None
+        for i, op in zip(self.active, self.ops):
+            term = weights[i] * op(x)
+            out = term if out is None else out + term
+        return out
+
+
+class Cell(nn.Module):
+    """A DAG of `nodes` intermediate nodes over two inputs (Eq. 5); the output concatenates them."""
+
+    def __init__(self, nodes, c_prev_prev, c_prev, c, reduction, reduction_prev, primitives,
+                 skip_none=True):
+        super().__init__()
+        self.reduction = reduction
+        self.nodes = nodes
+        self.preprocess0 = (FactorizedReduce(c_prev_prev, c) if reduction_prev
+                            else ReLUConvBN(c_prev_prev, c, 1, 1, 0))
+        self.preprocess1 = ReLUConvBN(c_prev, c, 1, 1, 0)
+        self.edges = nn.ModuleList()
+        for i in range(nodes):
+            for j in range(2 + i):
+                stride = 2 if reduction and j < 2 else 1
+                self.edges.append(MixedOp(c, stride, primitives, skip_none))
+
+    def forward(self, s0, s1, weights):
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        offset = 0
+        for _ in range(self.nodes):
+            states.append(sum(self.edges[offset + j](h, weights[offset + j])
+                              for j, h in enumerate(states)))
+            offset += len(states) - 1
+        return torch.cat(states[2:], dim=1)
+
+
+def num_edges(nodes: int) -> int:
+    return sum(2 + i for i in range(nodes))
+
+
+class Head(nn.Module):
+    """One normal cell on the backbone's last two outputs, global pooling, a linear classifier."""
+
+    def __init__(self, nodes, c_prev_prev, c_prev, c, reduction_prev, primitives, num_classes,
+                 skip_none=True):
+        super().__init__()
+        self.cell = Cell(nodes, c_prev_prev, c_prev, c, False, reduction_prev, primitives,
+                         skip_none)
+        self.classifier = nn.Linear(nodes * c, num_classes)
+
+    def forward(self, s0, s1, weights):
+        out = self.cell(s0, s1, weights)
+        return self.classifier(F.adaptive_avg_pool2d(out, 1).flatten(1))
+
+
+class SuperNet(nn.Module):
+    def __init__(self, config: NetConfig):
+        super().__init__()
+        self.config = config
+        primitives = check_primitives(config.primitives)
+        c, nodes = config.channels, config.nodes
+        c_curr = config.stem_multiplier * c
+        self.stem = nn.Sequential(nn.Conv2d(3, c_curr, 3, config.stem_stride, padding=1, bias=False),
+                                  nn.BatchNorm2d(c_curr))
+        c_prev_prev, c_prev, c_curr = c_curr, c_curr, c
+        self.cells = nn.ModuleList()
+        reduction_prev = False
+        reductions = {config.layers // 3, 2 * config.layers // 3}
+        for i in range(config.layers):
+            reduction = i in reductions
+            if reduction:
+                c_curr *= 2
+            self.cells.append(Cell(nodes, c_prev_prev, c_prev, c_curr, reduction,
+                                   reduction_prev, primitives, config.skip_none))
+            reduction_prev = reduction
+            c_prev_prev, c_prev = c_prev, nodes * c_curr
+        self.heads = nn.ModuleDict({
+            name: Head(nodes, c_prev_prev, c_prev, c_curr, reduction_prev, primitives,
+                       config.num_classes, config.skip_none)
+            for name in config.heads})
+
+        # Architecture parameters, one tensor (edges x ops) per component, initialised as DARTS.
+        shape = (num_edges(nodes), len(primitives))
+        self.alphas = nn.ParameterDict({
+            name: nn.Parameter(1e-3 * torch.randn(shape)) for name in self.components})
+
+    @property
+    def components(self) -> list[str]:
+        return ["backbone_normal", "backbone_reduce"] + [f"head_{h}" for h in self.config.heads]
+
+    def arch_parameters(self) -> dict[str, nn.Parameter]:
+        return dict(self.alphas.items())
+
+    def weight_parameters(self, component: str | None = None) -> list[nn.Parameter]:
+        """The network weights (never the alphas); `component` is "backbone" or a head name."""
+        if component is None:
+            return [p for n, p in self.named_parameters() if not n.startswith("alphas.")]
+        if component == "backbone":
+            return list(self.stem.parameters()) + list(self.cells.parameters())
+        return list(self.heads[component].parameters())
+
+    def features(self, x):
+        """The backbone: the outputs of its last two cells."""
+        w_normal = F.softmax(self.alphas["backbone_normal"], dim=-1)
+        w_reduce = F.softmax(self.alphas["backbone_reduce"], dim=-1)
+        s0 = s1 = self.stem(x)
+        for cell in self.cells:
+            s0, s1 = s1, cell(s0, s1, w_reduce if cell.reduction else w_normal)
+        return s0, s1
+
+    def head(self, name: str, s0, s1):
+        return self.heads[name](s0, s1, F.softmax(self.alphas[f"head_{name}"], dim=-1))
+
+    def forward(self, x) -> dict[str, torch.Tensor]:
+        """Every head's logits on the same images (inference; training splits the batch)."""
+        s0, s1 = self.features(x)
+        return {name: self.head(name, s0, s1) for name in self.config.heads}
+
+    def alpha_softmax(self) -> dict[str, list[list[float]]]:
+        return {k: F.softmax(a.detach().float(), dim=-1).cpu().tolist()
+                for k, a in self.alphas.items()}

@@ -1,0 +1,389 @@
+"""One search run (Algorithm 1), its evaluation, and continued training (Sec. V.D).
+
+Read top to bottom: the loss (Objective), the data streams (Streams), the search itself (Search:
+one epoch = for each step an architecture step on validation batches, then a weight step on
+training batches), and the evaluation sweep over the test-time mixing ratio.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from . import genotype as gt
+from .architect import Architect
+from .config import ConfigError, RunConfig
+from .data import Augmenter, LongTailData, make_sampler
+from .schedules import cosine_lr, hls_factor, mixing_ratio
+from .supernet import NetConfig, SuperNet
+
+MU_GRID = [round(0.1 * i, 1) for i in range(11)]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the run is marked failed with its epoch."""
+
+    def __init__(self, epoch: int):
+        super().__init__(f"loss became non-finite in epoch {epoch}")
+        self.epoch = epoch
+
+
+@dataclass(frozen=True)
+class Speed:
+    """Levers that change speed, not the mathematics (not part of a run's identity)."""
+    channels_last: bool = False
+    amp_bf16: bool = False          # bf16 autocast; CUDA only
+    compile: bool = False           # torch.compile the network's backbone and heads
+    skip_none: bool = True          # leave the exactly-zero `none` op out of the mixed ops
+
+    @staticmethod
+    def default_for(device: torch.device) -> Speed:
+        # Measured (docs/performance.md): on CUDA bf16 autocast and channels_last pay; the CPU
+        # path stays exact float32 in the plain layout.
+        if device.type == "cuda":
+            return Speed(channels_last=True, amp_bf16=True)
+        return Speed()
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """'auto' / None: CUDA when present, else CPU. Asking for CUDA without one is an error."""
+    import os
+    name = name or os.environ.get("HLS_DEVICE") or "auto"
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for but no CUDA device is available; "
+                          "use --device cpu (or auto)")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; use cpu, cuda or auto") from None
+
+
+# --------------------------------------------------------------------------------------------
+# The loss
+
+
+def class_balanced_weights(counts: torch.Tensor, beta: float = 0.9999) -> torch.Tensor:
+    """Cui et al. (2019): w_c proportional to (1 - beta) / (1 - beta^n_c), summing to C."""
+    effective = (1 - beta ** counts.double()) / (1 - beta)
+    w = 1 / effective
+    return (w / w.sum() * len(counts)).float()
+
+
+class Objective:
+    """The training loss of one branch (plain CE) or of Algorithm 1, lines 6-11.
+
+    Bilateral: the instance and the class-balanced batch go through the backbone in one pass;
+    o_ins = f_ins on the instance half, o_cls = f_cls on the balanced half;
+    p = softmax(mu o_ins + (1 - mu) o_cls), L = mu CE(p, y_ins) + (1 - mu) CE(p, y_cls).
+    """
+
+    def __init__(self, config: RunConfig, class_counts: torch.Tensor, amp: bool = False):
+        self.bilateral = config.bilateral
+        self.class_weights = (class_balanced_weights(class_counts).to(class_counts.device)
+                              if config.reweight == "class_balanced" else None)
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext())
+
+    def __call__(self, net: SuperNet, batch, mu: float):
+        """(loss, accuracy) as tensors; accuracy follows BBN: mu acc(y_ins) + (1-mu) acc(y_cls)."""
+        with self.autocast:
+            if not self.bilateral:
+                x, y = batch
+                logits = net.head("main", *net.features(x)).float()
+                loss = F.cross_entropy(logits, y, weight=self.class_weights)
+                return loss, (logits.argmax(1) == y).float().mean()
+            x_ins, y_ins, x_cls, y_cls = batch
+            n = len(x_ins)
+            s0, s1 = net.features(torch.cat([x_ins, x_cls]))
+            o_ins = net.head("ins", s0[:n], s1[:n]).float()
+            o_cls = net.head("cls", s0[n:], s1[n:]).float()
+        mixed = mu * o_ins + (1 - mu) * o_cls
+        loss = mu * F.cross_entropy(mixed, y_ins) + (1 - mu) * F.cross_entropy(mixed, y_cls)
+        pred = mixed.argmax(1)
+        acc = mu * (pred == y_ins).float().mean() + (1 - mu) * (pred == y_cls).float().mean()
+        return loss, acc
+
+
+# --------------------------------------------------------------------------------------------
+# Data streams: persistent samplers over the train and val splits, one augmenter
+
+
+class Streams:
+    """Index samplers (instance, and the re-balancing one for BBN) over train and val."""
+
+    def __init__(self, data: LongTailData, config: RunConfig, device: torch.device,
+                 channels_last: bool = False):
+        self.data = data
+        self.channels_last = channels_last
+        b, seed = config.batch_size, config.seed
+        names = ["instance", config.rebalance_sampler] if config.bilateral else [config.sampler]
+        self.samplers = {
+            split: [make_sampler(name, getattr(data, split).labels, b, seed * 1000 + 10 * k + i)
+                    for i, name in enumerate(names)]
+            for k, split in enumerate(("train", "val"))}
+        self.augment = Augmenter(device, seed)
+
+    def next(self, split: str):
+        """(x, y) per sampler, flattened: (x, y) or (x_ins, y_ins, x_cls, y_cls)."""
+        part = getattr(self.data, split)
+        out = []
+        for sampler in self.samplers[split]:
+            idx = next(sampler).to(part.images.device, non_blocking=True)
+            x = self.augment(part.images[idx])
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            out += [x, part.labels[idx]]
+        return tuple(out)
+
+    def state_dict(self) -> dict:
+        return {"samplers": {k: [s.state_dict() for s in v] for k, v in self.samplers.items()},
+                "augment": self.augment.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, v in self.samplers.items():
+            for s, st in zip(v, state["samplers"][k]):
+                s.load_state_dict(st)
+        self.augment.load_state_dict(state["augment"])
+
+
+# --------------------------------------------------------------------------------------------
+# The search
+
+
+def build_net(config: RunConfig, num_classes: int, seed: int, skip_none: bool = True) -> SuperNet:
+    """Initialise under a fixed seed without touching the caller's global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return SuperNet(NetConfig(channels=config.channels, layers=config.layers,
+                                  nodes=config.nodes, num_classes=num_classes,
+                                  heads=config.heads, primitives=config.primitives,
+                                  stem_stride=config.stem_stride, skip_none=skip_none))
+
+
+class Search:
+    """Algorithm 1 (and plain DARTS when there is one head), epoch by epoch, resumable."""
+
+    def __init__(self, config: RunConfig, data: LongTailData, device: torch.device,
+                 speed: Speed | None = None, parent_state: dict | None = None):
+        self.config, self.data, self.device = config, data, device
+        self.speed = speed or Speed.default_for(device)
+        self.net = build_net(config, data.train.num_classes, config.seed,
+                             self.speed.skip_none).to(device)
+        if parent_state is not None:            # continued training starts from the saved net
+            self.net.load_state_dict(parent_state)
+        if self.speed.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        if self.speed.compile:      # in place, so state_dict keys and checkpoints are unchanged
+            for module in [*self.net.cells, *self.net.heads.values()]:
+                module.compile()
+        self.objective = Objective(config, data.train.class_counts,
+                                   amp=self.speed.amp_bf16 and device.type == "cuda")
+        self.streams = Streams(data, config, device, self.speed.channels_last)
+
+        groups = [{"params": self.net.weight_parameters("backbone"), "name": "backbone"}]
+        groups += [{"params": self.net.weight_parameters(h), "name": f"head_{h}"}
+                    for h in config.heads]
+        self.weights = [p for g in groups for p in g["params"]]
+        self.weight_optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
+                                                weight_decay=config.weight_decay)
+        self.architect = Architect(self.net, config.arch_lr, config.arch_betas,
+                                   config.arch_weight_decay)
+        if config.freeze_backbone:
+            for p in self.net.weight_parameters("backbone"):
+                p.requires_grad_(False)
+            for name in ("backbone_normal", "backbone_reduce"):
+                self.net.alphas[name].requires_grad_(False)
+        self.steps_per_epoch = config.steps_per_epoch or len(data.train) // config.batch_size
+        self.history: list[dict] = []
+
+    # ---- schedules for one epoch (t = epoch + 1, as in Algorithm 1)
+
+    def schedule(self, epoch: int) -> dict:
+        c = self.config
+        mu = mixing_ratio(c.mixing, epoch + 1, c.epochs, c.mixing_k, c.mixing_value)
+        factor = hls_factor(mu, c.hls_tau) if c.bilateral else 1.0
+        frozen = 0.0 if c.freeze_backbone else 1.0
+        return {"mu": mu if c.bilateral else 1.0, "hls_factor": factor,
+                "lr": cosine_lr(epoch, c.epochs, c.lr, c.lr_min),
+                "arch_lr_backbone": c.arch_lr * factor * frozen}
+
+    def _set_learning_rates(self, s: dict) -> None:
+        c = self.config
+        scale_weights = c.hls_scope == "arch+weights"
+        for group in self.weight_optimizer.param_groups:
+            backbone = group["name"] == "backbone"
+            group["lr"] = s["lr"] * (s["hls_factor"] if backbone and scale_weights else 1.0)
+        mult = 0.0 if c.freeze_backbone else s["hls_factor"]
+        self.architect.set_lr_multipliers({"backbone_normal": mult, "backbone_reduce": mult})
+
+    def _set_train_mode(self) -> None:
+        self.net.train()
+        if self.config.freeze_backbone:     # a frozen backbone keeps its BatchNorm statistics
+            self.net.stem.eval()
+            self.net.cells.eval()
+
+    # ---- one epoch
+
+    def run_epoch(self, epoch: int, progress=None) -> dict:
+        c, s = self.config, self.schedule(epoch)
+        self._set_learning_rates(s)
+        self._set_train_mode()
+        mu = s["mu"]
+        loss_fn = lambda batch: self.objective(self.net, batch, mu)[0]  # noqa: E731
+        arch_params = list(self.net.alphas.values())
+        arch_trainable = [a.requires_grad for a in arch_params]
+        start = time.perf_counter()
+        loss_sum = torch.zeros((), device=self.device)
+        acc_sum = torch.zeros((), device=self.device)
+        grad_sums = {name: torch.zeros((), device=self.device) for name in self.net.alphas}
+        for step in range(self.steps_per_epoch):
+            train_batch = self.streams.next("train")
+            val_batch = self.streams.next("val")
+            # architecture step on validation data (first- or second-order, Eq. 9)
+            norms = self.architect.step(loss_fn, val_batch, train_batch, c.order, s["lr"],
+                                        self.weight_optimizer)
+            for name, n in norms.items():
+                grad_sums[name] += n
+            # weight step on training data; the alphas are held fixed (no gradient computed)
+            for a in arch_params:
+                a.requires_grad_(False)
+            loss, acc = self.objective(self.net, train_batch, mu)
+            self.weight_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for p in self.weights if p.grad is not None],
+                                           c.grad_clip)
+            self.weight_optimizer.step()
+            for a, trainable in zip(arch_params, arch_trainable):
+                a.requires_grad_(trainable)
+            loss_sum += loss.detach()
+            acc_sum += acc.detach()
+            if progress is not None:
+                progress.update(1)
+                if step % 10 == 0 or step == self.steps_per_epoch - 1:
+                    progress.set_postfix(epoch=f"{epoch + 1}/{c.epochs}",
+                                         loss=f"{loss.item():.3f}", mu=f"{mu:.2f}")
+        train_loss = (loss_sum / self.steps_per_epoch).item()
+        if not math.isfinite(train_loss):
+            raise TrainingDiverged(epoch + 1)
+        alphas = self.net.alpha_softmax()
+        genotype = gt.derive(alphas, c.primitives, c.nodes)
+        record = {"epoch": epoch + 1, **s,
+                  "train_loss": train_loss,
+                  "train_acc": (acc_sum / self.steps_per_epoch).item(),
+                  **self.validate(mu),
+                  "arch_grad_norm": {k: (v / self.steps_per_epoch).item()
+                                     for k, v in grad_sums.items()},
+                  "alphas": alphas, "genotype": genotype,
+                  "skip_count": gt.count_op(genotype, "skip_connect"),
+                  "seconds": time.perf_counter() - start}
+        self.history.append(record)
+        return record
+
+    def validate(self, mu: float) -> dict:
+        logits = head_logits(self.net, self.data.val, self.config.eval_batch_size,
+                             self.speed.channels_last, self.streams.augment)
+        y = self.data.val.labels.cpu()
+        mixed = mix(logits, mu)
+        out = {"val_loss": F.cross_entropy(mixed, y).item(),
+               "val_acc": (mixed.argmax(1) == y).float().mean().item()}
+        if self.config.bilateral:
+            out["val_acc_ins"] = (logits["ins"].argmax(1) == y).float().mean().item()
+            out["val_acc_cls"] = (logits["cls"].argmax(1) == y).float().mean().item()
+        return out
+
+    def evaluate(self) -> dict:
+        return evaluate(self.net, self.data, self.config, self.speed.channels_last,
+                        self.streams.augment)
+
+    # ---- checkpoints
+
+    def state_dict(self) -> dict:
+        return {"net": self.net.state_dict(), "weight_optimizer": self.weight_optimizer.state_dict(),
+                "architect": self.architect.state_dict(), "streams": self.streams.state_dict(),
+                "history": self.history}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.net.load_state_dict(state["net"])
+        self.weight_optimizer.load_state_dict(state["weight_optimizer"])
+        self.architect.load_state_dict(state["architect"])
+        self.streams.load_state_dict(state["streams"])
+        self.history = list(state["history"])
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+
+
+@torch.no_grad()
+def head_logits(net: SuperNet, split, batch_size: int, channels_last: bool,
+                augment: Augmenter) -> dict[str, torch.Tensor]:
+    """Every head's logits on every image of a split (eval mode), on the CPU as float32."""
+    was_training = net.training
+    net.eval()
+    out: dict[str, list] = {}
+    for i in range(0, len(split), batch_size):
+        x = augment.normalize(split.images[i:i + batch_size])
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        for name, logits in net(x).items():
+            out.setdefault(name, []).append(logits.float().cpu())
+    net.train(was_training)
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def mix(logits: dict[str, torch.Tensor], mu: float) -> torch.Tensor:
+    """Inference at mixing ratio mu: mu o_ins + (1 - mu) o_cls on the same image."""
+    if "main" in logits:
+        return logits["main"]
+    return mu * logits["ins"] + (1 - mu) * logits["cls"]
+
+
+def class_groups(train_counts: list[int]) -> dict[str, list[int]]:
+    """Many (>100 images) / medium (20-100) / few (<20) shot classes where they exist, and the
+    head / middle / tail thirds of the classes sorted by training count."""
+    order = sorted(range(len(train_counts)), key=lambda c: -train_counts[c])
+    third = round(len(order) / 3)
+    groups = {"head": order[:third], "middle": order[third:len(order) - third],
+              "tail": order[len(order) - third:]}
+    shots = {"many": [c for c, n in enumerate(train_counts) if n > 100],
+             "medium": [c for c, n in enumerate(train_counts) if 20 <= n <= 100],
+             "few": [c for c, n in enumerate(train_counts) if n < 20]}
+    groups.update({k: v for k, v in shots.items() if v})
+    return groups
+
+
+def evaluate(net: SuperNet, data: LongTailData, config: RunConfig, channels_last: bool,
+             augment: Augmenter) -> dict:
+    """Test accuracy over mu_test in 0, 0.1, ..., 1 and the two headline numbers.
+
+    paper protocol: the best mu_test chosen on the test set itself (what the paper reports);
+    val-chosen: mu_test chosen on the validation split, then measured once on test.
+    """
+    test = head_logits(net, data.test, config.eval_batch_size, channels_last, augment)
+    val = head_logits(net, data.val, config.eval_batch_size, channels_last, augment)
+    y_test, y_val = data.test.labels.cpu(), data.val.labels.cpu()
+    grid = MU_GRID if config.bilateral else [1.0]
+    acc = lambda logits, y, mu: (mix(logits, mu).argmax(1) == y).float().mean().item()  # noqa
+    test_acc = [acc(test, y_test, mu) for mu in grid]
+    val_acc = [acc(val, y_val, mu) for mu in grid]
+    best_test = max(range(len(grid)), key=lambda i: test_acc[i])
+    best_val = max(range(len(grid)), key=lambda i: val_acc[i])
+    mu = grid[best_val]
+    pred = mix(test, mu).argmax(1)
+    per_class = [(pred[y_test == c] == c).float().mean().item()
+                 for c in range(data.test.num_classes)]
+    counts = data.train.class_counts.cpu().tolist()
+    groups = {name: sum(per_class[c] for c in cls) / len(cls)
+              for name, cls in class_groups(counts).items()}
+    return {"mu_grid": grid if config.bilateral else None,
+            "test_acc": test_acc, "val_acc": val_acc,
+            "paper_protocol": {"mu": grid[best_test], "acc": test_acc[best_test]},
+            "val_chosen": {"mu": mu, "acc": test_acc[best_val]},
+            "per_class": per_class, "groups": groups, "train_counts": counts,
+            "classes": list(data.classes)}
