@@ -88,8 +88,8 @@ def cmd_data(args) -> None:
 
 
 def cmd_bench(args) -> None:
-    from .bench import main as bench_main
-    bench_main(args)
+    from . import bench
+    bench.check(args) if args.check else bench.main(args)
 
 
 def cmd_book(args) -> None:
@@ -137,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--sizes", nargs="+", default=["paper", "cpu"], help="paper and/or cpu")
     sp.add_argument("--repeats", type=int, default=3)
     sp.add_argument("--orders", type=int, nargs="+", default=[1, 2])
+    sp.add_argument("--check", action="store_true",
+                    help="instead: does the fast path compute the same step as the exact one?")
     sp.set_defaults(func=cmd_bench)
 
     sp = sub.add_parser("book", help="papermill batch: every chapter at one profile, rendered")

@@ -29,6 +29,8 @@ class RunConfig:
     ratio: float = 100.0
     val_fraction: float = 0.2
     test_per_class: int | None = None       # None: the whole balanced test set
+    val_curve_images: int | None = None     # per-epoch validation curve on the first n val
+                                            # images (None: all); mu is always chosen on all
     # search space
     channels: int = 16
     layers: int = 8

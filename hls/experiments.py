@@ -63,7 +63,7 @@ PROFILES: dict[str, dict] = {
     # The whole book in a few minutes: every code path runs, the numbers mean nothing.
     "smoke": dict(
         fields=dict(channels=4, layers=3, nodes=2, epochs=2, steps_per_epoch=3, batch_size=16,
-                    test_per_class=50, primitives=("none", "max_pool_3x3", "skip_connect",
+                    test_per_class=50, val_curve_images=200, primitives=("none", "max_pool_3x3", "skip_connect",
                                                    "sep_conv_3x3")),
         seeds=[0, 1], continue_epochs=1, taus=[1.0, 20.0],
         why="code paths only: tiny net, 3 steps an epoch, a 500-image test set"),
@@ -71,12 +71,13 @@ PROFILES: dict[str, dict] = {
     # something. Measured on the 2-core development machine (see README): the 5x5 ops and a
     # fourth node cost most and bought least, first-order search is half the cost of second.
     "cpu": dict(
-        fields=dict(channels=16, layers=3, nodes=2, stem_stride=2, epochs=4, batch_size=64,
-                    order=1, primitives=("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
-                                         "sep_conv_3x3", "dil_conv_3x3")),
+        fields=dict(channels=16, layers=3, nodes=2, stem_stride=2, epochs=3, batch_size=64,
+                    order=1, val_curve_images=1000,
+                    primitives=("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
+                                "sep_conv_3x3", "dil_conv_3x3")),
         seeds=[0], continue_epochs=1, taus=[20.0],
         why="C=16, 3 cells of 2 nodes on 16x16 maps (stride-2 stem), 3x3 ops only, "
-            "4 first-order epochs of batch 64"),
+            "3 first-order epochs of batch 64"),
     # Sec. V.A exactly: 8 cells, C=16, batch 128 per sampler, weight lr 0.02 cosine, alpha lr
     # 0.02, weight decay 3e-4, T = 50, 80/20 split, ratio 100. Second-order as in DARTS.
     "paper": dict(

@@ -75,7 +75,7 @@ def draw_cell(cell: CellGenotype, ax=None, title: str | None = None):
         ax.annotate("", (x1, y1), (x0, y0),
                     arrowprops=dict(arrowstyle="->", color="0.8", shrinkA=12, shrinkB=12))
     for key, (x, y) in pos.items():
-        ax.text(x, y, labels.get(key, str(key - 2)), ha="center", va="center", fontsize=8,
+        ax.text(x, y, labels[key] if key in labels else str(key - 2), ha="center", va="center", fontsize=8,
                 bbox=dict(boxstyle="round", fc="lightyellow" if key in labels else "lightblue"))
     ax.set_xlim(-0.5, n + 1.5)
     ax.set_ylim(0, 1)

@@ -656,16 +656,7 @@ def genotype_figure(record, profile: str | None = None) -> Figure:
     fig = _figure(11, 2.6 * math.ceil(len(comps) / 2))
     axes = np.atleast_1d(fig.subplots(math.ceil(len(comps) / 2), 2, squeeze=False)).ravel()
     for ax, comp in zip(axes, comps):
-        title = COMPONENT_TITLES.get(comp, comp)
-        try:
-            draw_cell(record.genotype[comp], ax=ax, title=title)
-        except TypeError:   # draw_cell's label bug (str "out" - 2); until fixed, list the cell
-            ax.clear()
-            ax.axis("off")
-            ax.set_title(title, fontsize=9)
-            lines = [f"node {i}: " + ", ".join(f"{op}(input {j})" for op, j in node)
-                     for i, node in enumerate(record.genotype[comp])]
-            ax.text(0.02, 0.5, "\n".join(lines), va="center", fontsize=8, family="monospace")
+        draw_cell(record.genotype[comp], ax=ax, title=COMPONENT_TITLES.get(comp, comp))
     for ax in axes[len(comps):]:
         ax.axis("off")
     _title(fig, f"Derived cells of {label(record.method)} (seed {record.config.seed}), "

@@ -174,7 +174,7 @@ def _write_history(folder: Path, history: list[dict]) -> None:
 def _progress_bar(config: RunConfig, search: Search, enabled: bool):
     if not enabled or os.environ.get("HLS_PROGRESS") == "0":
         return None
-    from tqdm.auto import tqdm
+    from tqdm import tqdm   # plain text: tqdm.auto wants ipywidgets inside notebooks
     total = config.epochs * search.steps_per_epoch
     done = len(search.history) * search.steps_per_epoch
     # Outside a terminal (papermill, CI logs) every refresh is a new line: refresh rarely.
@@ -193,7 +193,7 @@ def _facts(device: torch.device, speed: Speed, wall: float) -> dict:
         name = torch.cuda.get_device_name(device)
         peak = torch.cuda.max_memory_allocated(device)
     else:
-        name = f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+        name = f"{platform.machine()} CPU ({torch.get_num_threads()} torch threads)"
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # process peak RSS
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
