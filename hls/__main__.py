@@ -139,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--orders", type=int, nargs="+", default=[1, 2])
     sp.add_argument("--check", action="store_true",
                     help="instead: does the fast path compute the same step as the exact one?")
+    sp.add_argument("--compile", action="store_true", help="with --check: torch.compile too")
     sp.set_defaults(func=cmd_bench)
 
     sp = sub.add_parser("book", help="papermill batch: every chapter at one profile, rendered")
