@@ -60,16 +60,19 @@ def load_dataset(name: str = "cifar10", source: str | None = None, cache: bool =
     source = source or os.environ.get("HLS_DATA_SOURCE") or "torchvision"
     cache_file = data_dir() / "cache" / f"{name}.npz"
     if cache and cache_file.exists():
-        with np.load(cache_file) as z:
-            return ImageSet(z["train_images"], z["train_labels"], z["test_images"],
-                            z["test_labels"], tuple(str(c) for c in z["classes"]))
+        try:
+            with np.load(cache_file) as z:
+                return ImageSet(z["train_images"], z["train_labels"], z["test_images"],
+                                z["test_labels"], tuple(str(c) for c in z["classes"]))
+        except (OSError, ValueError, KeyError, EOFError):  # a damaged cache: decode again
+            cache_file.unlink(missing_ok=True)
     if source == "torchvision":
         images = _load_torchvision(name)
     else:
         images = _load_image_folder(Path(source).expanduser(), name)
     if cache:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp.npz")
+        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp.npz")  # one per concurrent writer
         np.savez(tmp, train_images=images.train_images, train_labels=images.train_labels,
                  test_images=images.test_images, test_labels=images.test_labels,
                  classes=np.array(images.classes))
