@@ -148,6 +148,7 @@ def get_run(config: RunConfig, device: str | None = None, speed: Speed | None = 
             wall += time.perf_counter() - start
             save_torch(checkpoint, {"search": search.state_dict(), "wall_seconds": wall})
             _write_history(folder, search.history)
+            write_json(folder / "status.json", {"state": "running", "epoch": epoch + 1})
             if on_epoch is not None:
                 on_epoch(search.history[-1])
     finally:

@@ -24,6 +24,9 @@ def test_channels_last_agrees_within_tolerance_on_the_loss():
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="torch 2.14.1 Inductor on the CPU fails to compile the "
+                   "cells (InductorError: TypeError: Cannot convert expression to float); "
+                   "strict, so this test fails once compiling works and the check can count")
 def test_compiled_step_agrees():
     rel = step_agreement(CPU, Speed(compile=True), TINY)
     assert max(rel.values()) < 1e-2, rel
