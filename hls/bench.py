@@ -64,39 +64,19 @@ def images_per_step(config: RunConfig) -> int:
 
 def time_steps(search: Search, repeats: int, warmup: int = 2) -> list[float]:
     """Seconds per search step (architecture step + weight step), after warm-up steps."""
-    search.steps_per_epoch = 1
+    schedule = search.schedule(0)
+    search._set_learning_rates(schedule)
+    search._set_train_mode()
     sync = torch.cuda.synchronize if search.device.type == "cuda" else (lambda: None)
     times = []
     for i in range(warmup + repeats):
         sync()
         start = time.perf_counter()
-        search.history.clear()
-        _one_step(search)
+        search.step(search.streams.next("train"), search.streams.next("val"), schedule)
         sync()
         if i >= warmup:
             times.append(time.perf_counter() - start)
     return times
-
-
-def _one_step(search: Search) -> None:
-    """The body of Search.run_epoch for one step, without validation or bookkeeping."""
-    c = search.config
-    s = search.schedule(0)
-    search._set_learning_rates(s)
-    search._set_train_mode()
-    mu = s["mu"]
-    loss_fn = lambda batch: search.objective(search.net, batch, mu)[0]  # noqa: E731
-    train_batch, val_batch = search.streams.next("train"), search.streams.next("val")
-    search.architect.step(loss_fn, val_batch, train_batch, c.order, s["lr"],
-                          search.weight_optimizer)
-    for a in search.net.alphas.values():
-        a.requires_grad_(False)
-    loss, _ = search.objective(search.net, train_batch, mu)
-    search.weight_optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    search.weight_optimizer.step()
-    for a in search.net.alphas.values():
-        a.requires_grad_(True)
 
 
 def activation_bytes(search: Search) -> int:

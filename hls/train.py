@@ -230,39 +230,42 @@ class Search:
 
     # ---- one epoch
 
+    def step(self, train_batch, val_batch, s: dict):
+        """One search step: an architecture step on validation data (first- or second-order,
+        Eq. 9), then a weight step on training data with the alphas held fixed."""
+        c, mu = self.config, s["mu"]
+        loss_fn = lambda batch: self.objective(self.net, batch, mu)[0]  # noqa: E731
+        norms = self.architect.step(loss_fn, val_batch, train_batch, c.order, s["lr"],
+                                    self.weight_optimizer)
+        alphas = list(self.net.alphas.values())
+        trainable = [a.requires_grad for a in alphas]
+        for a in alphas:                    # no gradient is computed for them in this step
+            a.requires_grad_(False)
+        loss, acc = self.objective(self.net, train_batch, mu)
+        self.weight_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in self.weights if p.grad is not None],
+                                       c.grad_clip)
+        self.weight_optimizer.step()
+        for a, t in zip(alphas, trainable):
+            a.requires_grad_(t)
+        return loss.detach(), acc.detach(), norms
+
     def run_epoch(self, epoch: int, progress=None) -> dict:
         c, s = self.config, self.schedule(epoch)
         self._set_learning_rates(s)
         self._set_train_mode()
         mu = s["mu"]
-        loss_fn = lambda batch: self.objective(self.net, batch, mu)[0]  # noqa: E731
-        arch_params = list(self.net.alphas.values())
-        arch_trainable = [a.requires_grad for a in arch_params]
         start = time.perf_counter()
         loss_sum = torch.zeros((), device=self.device)
         acc_sum = torch.zeros((), device=self.device)
         grad_sums = {name: torch.zeros((), device=self.device) for name in self.net.alphas}
         for step in range(self.steps_per_epoch):
-            train_batch = self.streams.next("train")
-            val_batch = self.streams.next("val")
-            # architecture step on validation data (first- or second-order, Eq. 9)
-            norms = self.architect.step(loss_fn, val_batch, train_batch, c.order, s["lr"],
-                                        self.weight_optimizer)
+            loss, acc, norms = self.step(self.streams.next("train"), self.streams.next("val"), s)
             for name, n in norms.items():
                 grad_sums[name] += n
-            # weight step on training data; the alphas are held fixed (no gradient computed)
-            for a in arch_params:
-                a.requires_grad_(False)
-            loss, acc = self.objective(self.net, train_batch, mu)
-            self.weight_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for p in self.weights if p.grad is not None],
-                                           c.grad_clip)
-            self.weight_optimizer.step()
-            for a, trainable in zip(arch_params, arch_trainable):
-                a.requires_grad_(trainable)
-            loss_sum += loss.detach()
-            acc_sum += acc.detach()
+            loss_sum += loss
+            acc_sum += acc
             if progress is not None:
                 progress.update(1)
                 if step % 10 == 0 or step == self.steps_per_epoch - 1:
