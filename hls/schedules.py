@@ -26,21 +26,20 @@ def constant(t: float, T: float, value: float = 0.5) -> float:
     return value
 
 
-MIXING = {"parabolic": parabolic, "reverse_sigmoid": reverse_sigmoid, "linear": linear,
-          "constant": constant}
+# name -> mu(t, T, k, value): one signature, so the loop never special-cases a schedule
+MIXING = {
+    "parabolic": lambda t, T, k, value: parabolic(t, T),
+    "reverse_sigmoid": lambda t, T, k, value: reverse_sigmoid(t, T, k),
+    "linear": lambda t, T, k, value: linear(t, T),
+    "constant": lambda t, T, k, value: constant(t, T, value),
+}
 
 
 def mixing_ratio(name: str, t: float, T: float, k: float = 10.0, value: float = 0.5) -> float:
     """The mixing ratio mu(t) of the schedule `name`, clipped to [0, 1]."""
     if name not in MIXING:
         raise ValueError(f"unknown mixing schedule {name!r}; choose one of {', '.join(MIXING)}")
-    if name == "reverse_sigmoid":
-        mu = reverse_sigmoid(t, T, k)
-    elif name == "constant":
-        mu = value
-    else:
-        mu = MIXING[name](t, T)
-    return min(1.0, max(0.0, mu))
+    return min(1.0, max(0.0, MIXING[name](t, T, k, value)))
 
 
 def hls_factor(mu: float, tau: float | None) -> float:
