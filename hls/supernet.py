@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ops import OPS, FactorizedReduce, ReLUConvBN, check_primitives, PRIMITIVES
+from .ops import OPS, DilConv, FactorizedReduce, ReLUConvBN, check_primitives, PRIMITIVES
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class NetConfig:
     stem_multiplier: int = 3
     stem_stride: int = 1        # 2 halves the resolution before the first cell (cpu profile)
     skip_none: bool = True      # leave the exactly-zero `none` term out of every mixed op
+    dilation_as_phases: bool = True  # dilated convs as dense ones on polyphase sub-images (ops.py)
 
 
 class MixedOp(nn.Module):
@@ -125,6 +126,10 @@ class SuperNet(nn.Module):
             name: Head(nodes, c_prev_prev, c_prev, c_curr, reduction_prev, primitives,
                        config.num_classes, config.skip_none)
             for name in config.heads})
+
+        for module in self.modules():
+            if isinstance(module, DilConv):
+                module.phases = config.dilation_as_phases
 
         # Architecture parameters, one tensor (edges x ops) per component, initialised as DARTS.
         shape = (num_edges(nodes), len(primitives))

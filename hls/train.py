@@ -40,6 +40,7 @@ class Speed:
     amp_bf16: bool = False          # bf16 autocast; CUDA only
     compile: bool = False           # torch.compile the network's backbone and heads
     skip_none: bool = True          # leave the exactly-zero `none` op out of the mixed ops
+    dilation_as_phases: bool = True # dilated convs as dense convs on polyphase sub-images
 
     @staticmethod
     def default_for(device: torch.device) -> Speed:
@@ -156,14 +157,17 @@ class Streams:
 # The search
 
 
-def build_net(config: RunConfig, num_classes: int, seed: int, skip_none: bool = True) -> SuperNet:
+def build_net(config: RunConfig, num_classes: int, seed: int,
+              speed: Speed | None = None) -> SuperNet:
     """Initialise under a fixed seed without touching the caller's global RNG."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return SuperNet(NetConfig(channels=config.channels, layers=config.layers,
                                   nodes=config.nodes, num_classes=num_classes,
                                   heads=config.heads, primitives=config.primitives,
-                                  stem_stride=config.stem_stride, skip_none=skip_none))
+                                  stem_stride=config.stem_stride,
+                                  skip_none=speed.skip_none if speed else True,
+                                  dilation_as_phases=speed.dilation_as_phases if speed else True))
 
 
 class Search:
@@ -173,8 +177,7 @@ class Search:
                  speed: Speed | None = None, parent_state: dict | None = None):
         self.config, self.data, self.device = config, data, device
         self.speed = speed or Speed.default_for(device)
-        self.net = build_net(config, data.train.num_classes, config.seed,
-                             self.speed.skip_none).to(device)
+        self.net = build_net(config, data.train.num_classes, config.seed, self.speed).to(device)
         if parent_state is not None:            # continued training starts from the saved net
             self.net.load_state_dict(parent_state)
         if self.speed.channels_last:

@@ -7,6 +7,7 @@ from torch.func import functional_call
 
 from hls import experiments, genotype, runs
 from hls.architect import Architect
+from hls.ops import dilated_depthwise
 from hls.supernet import NetConfig, SuperNet
 
 SMALL_OPS = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_3x3")
@@ -53,6 +54,29 @@ def test_skipping_none_is_exact():
         outs.append(out)
     assert torch.equal(outs[0], outs[1])
     assert all(torch.equal(a, b) for a, b in zip(*grads))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("kernel", [3, 5])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("size", [8, 7])   # odd sizes take the plain dilated conv at stride 1
+def test_dilated_conv_as_phases_is_the_same_function(channels_last, kernel, stride, size):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 3, kernel, stride, kernel - 1, 2, groups=3, bias=False).double()
+    x = torch.randn(4, 3, size, size, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    g = torch.randn_like(conv(x))
+    results = []
+    for phases in (False, True):
+        y = dilated_depthwise(x, conv) if phases else conv(x)
+        results.append((y, *torch.autograd.grad(y, (x, conv.weight), g)))
+    for ref, got in zip(*results):
+        assert got.shape == ref.shape
+        torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+    if channels_last and stride == 1 and size % 2 == 0:   # the fast path keeps the layout
+        assert results[1][0].is_contiguous(memory_format=torch.channels_last)
 
 
 def test_alphas_and_weights_are_separate():
