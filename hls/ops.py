@@ -116,16 +116,43 @@ class Zero(nn.Module):
         return x[:, :, ::self.stride, ::self.stride].mul(0.0)
 
 
-def _pool_bn(pool: nn.Module, c: int) -> nn.Module:
-    return nn.Sequential(pool, nn.BatchNorm2d(c, affine=False))
+class Pool(nn.Module):
+    """3x3 max or average pooling.
+
+    On the CPU an NCHW input is pooled in channels_last layout and copied back: PyTorch's NCHW
+    pooling kernels there are about 3x (max) and 1.4x (average) slower than the channels_last
+    ones plus both copies (docs/performance.md). Pooling is exact in either layout.
+    """
+
+    def __init__(self, kind: str, stride: int):
+        super().__init__()
+        self.kind, self.stride = kind, stride
+        self.channels_last_on_cpu = True
+
+    def forward(self, x):
+        relayout = (self.channels_last_on_cpu and x.device.type == "cpu" and x.dim() == 4
+                    and x.is_contiguous() and x.shape[1] > 1)
+        if relayout:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.kind == "max":
+            y = F.max_pool2d(x, 3, self.stride, 1)
+        else:
+            y = F.avg_pool2d(x, 3, self.stride, 1, count_include_pad=False)
+        return y.contiguous() if relayout else y
+
+    def extra_repr(self):
+        return f"{self.kind}, stride={self.stride}"
+
+
+def _pool_bn(kind: str, c: int, stride: int) -> nn.Module:
+    return nn.Sequential(Pool(kind, stride), nn.BatchNorm2d(c, affine=False))
 
 
 # name -> constructor(C, stride); a small registry in the timm manner instead of an if-chain.
 OPS = {
     "none": lambda c, stride: Zero(stride),
-    "max_pool_3x3": lambda c, stride: _pool_bn(nn.MaxPool2d(3, stride, padding=1), c),
-    "avg_pool_3x3": lambda c, stride: _pool_bn(
-        nn.AvgPool2d(3, stride, padding=1, count_include_pad=False), c),
+    "max_pool_3x3": lambda c, stride: _pool_bn("max", c, stride),
+    "avg_pool_3x3": lambda c, stride: _pool_bn("avg", c, stride),
     "skip_connect": lambda c, stride: nn.Identity() if stride == 1 else FactorizedReduce(c, c),
     "sep_conv_3x3": lambda c, stride: SepConv(c, c, 3, stride, 1),
     "sep_conv_5x5": lambda c, stride: SepConv(c, c, 5, stride, 2),

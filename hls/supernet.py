@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ops import OPS, DilConv, FactorizedReduce, ReLUConvBN, check_primitives, PRIMITIVES
+from .ops import OPS, DilConv, FactorizedReduce, Pool, ReLUConvBN, check_primitives, PRIMITIVES
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class NetConfig:
     stem_stride: int = 1        # 2 halves the resolution before the first cell (cpu profile)
     skip_none: bool = True      # leave the exactly-zero `none` term out of every mixed op
     dilation_as_phases: bool = True  # dilated convs as dense ones on polyphase sub-images (ops.py)
+    cpu_pools_channels_last: bool = True  # pool NCHW inputs on the CPU in channels_last (ops.py)
 
 
 class MixedOp(nn.Module):
@@ -130,6 +131,8 @@ class SuperNet(nn.Module):
         for module in self.modules():
             if isinstance(module, DilConv):
                 module.phases = config.dilation_as_phases
+            if isinstance(module, Pool):
+                module.channels_last_on_cpu = config.cpu_pools_channels_last
 
         # Architecture parameters, one tensor (edges x ops) per component, initialised as DARTS.
         shape = (num_edges(nodes), len(primitives))

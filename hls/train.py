@@ -41,13 +41,16 @@ class Speed:
     compile: bool = False           # torch.compile the network's backbone and heads
     skip_none: bool = True          # leave the exactly-zero `none` op out of the mixed ops
     dilation_as_phases: bool = True # dilated convs as dense convs on polyphase sub-images
+    cpu_pools_channels_last: bool = True  # NCHW pooling on the CPU via a channels_last copy
 
     @staticmethod
     def default_for(device: torch.device) -> Speed:
-        # Measured (docs/performance.md): channels_last is 1.2-1.3x faster on two CPU cores but
-        # moves the alpha gradients by ~1% (fp64 reference: NCHW 0.5%, channels_last 1.4%);
-        # bf16 moves them by up to 50%; on an H100 neither bought a gain at these widths (the
-        # step is launch-bound). So both devices default to the exact float32 NCHW path.
+        # Measured (docs/performance.md): channels_last is 1.3x faster on two CPU cores, but
+        # its CPU BatchNorm moves the alpha gradients by 1.5e-2 (NCHW: 6e-7); bf16 moves them
+        # by up to 50%; on an H100 neither bought a gain at these widths (the step is
+        # launch-bound). So both devices default to the float32 NCHW path, with the levers
+        # that compute the same sums (no `none` term, dilation as sub-images, CPU pooling in
+        # channels_last).
         return Speed()
 
 
@@ -167,7 +170,9 @@ def build_net(config: RunConfig, num_classes: int, seed: int,
                                   heads=config.heads, primitives=config.primitives,
                                   stem_stride=config.stem_stride,
                                   skip_none=speed.skip_none if speed else True,
-                                  dilation_as_phases=speed.dilation_as_phases if speed else True))
+                                  dilation_as_phases=speed.dilation_as_phases if speed else True,
+                                  cpu_pools_channels_last=(speed.cpu_pools_channels_last
+                                                           if speed else True)))
 
 
 class Search:

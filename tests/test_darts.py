@@ -7,7 +7,7 @@ from torch.func import functional_call
 
 from hls import experiments, genotype, runs
 from hls.architect import Architect
-from hls.ops import dilated_depthwise
+from hls.ops import Pool, dilated_depthwise
 from hls.supernet import NetConfig, SuperNet
 
 SMALL_OPS = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_3x3")
@@ -77,6 +77,23 @@ def test_dilated_conv_as_phases_is_the_same_function(channels_last, kernel, stri
         torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
     if channels_last and stride == 1 and size % 2 == 0:   # the fast path keeps the layout
         assert results[1][0].is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_pooling_through_channels_last_is_the_same_function(kind, stride):
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 9, 9, requires_grad=True)
+    g = torch.randn(4, 3, 9 // stride + (stride == 2), 9 // stride + (stride == 2))
+    results = []
+    for relayout in (False, True):
+        pool = Pool(kind, stride)
+        pool.channels_last_on_cpu = relayout
+        y = pool(x)
+        results.append((y, *torch.autograd.grad(y, x, g)))
+        assert y.is_contiguous()
+    for ref, got in zip(*results):
+        torch.testing.assert_close(got, ref, rtol=0, atol=1e-7)
 
 
 def test_alphas_and_weights_are_separate():
