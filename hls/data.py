@@ -39,6 +39,17 @@ def data_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "data"
 
 
+def source_path(source: str) -> Path:
+    """HLS_DATA_SOURCE as a path. A relative one is read from the working directory, else from
+    the repository root: Jupyter Book runs each chapter in book/chapters, and the README's
+    `export HLS_DATA_SOURCE=../shared/...` is relative to the root."""
+    path = Path(source).expanduser()
+    if path.is_absolute() or path.exists():
+        return path
+    from_root = Path(__file__).resolve().parents[1] / path
+    return from_root if from_root.exists() else path
+
+
 # --------------------------------------------------------------------------------------------
 # Loading the full data set once into uint8 arrays
 
@@ -69,7 +80,7 @@ def load_dataset(name: str = "cifar10", source: str | None = None, cache: bool =
     if source == "torchvision":
         images = _load_torchvision(name)
     else:
-        images = _load_image_folder(Path(source).expanduser(), name)
+        images = _load_image_folder(source_path(source), name)
     if cache:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_suffix(f".{os.getpid()}.tmp.npz")  # one per concurrent writer

@@ -2,11 +2,13 @@
 
 import io
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from hls import data
 from hls.data import (CIFAR10_CLASSES, Augmenter, DataError, load_dataset, long_tail_counts,
                       long_tail_indices, make_sampler, stratified_split)
 
@@ -181,3 +183,13 @@ def test_bad_inputs_raise_one_line_errors(tmp_path, monkeypatch):
         make_sampler("instance", labels, 11, seed=0)
     with pytest.raises(DataError, match="unknown sampler"):
         make_sampler("oversample", labels, 2, seed=0)
+
+
+def test_relative_data_source_is_read_from_the_repository_root(tmp_path, monkeypatch):
+    # the book executes chapters in book/chapters; the README's relative path must still work
+    root = Path(data.__file__).resolve().parents[1]
+    monkeypatch.chdir(tmp_path)
+    assert data.source_path("README.md") == root / "README.md"
+    assert data.source_path("no/such/archive.tar.gz") == Path("no/such/archive.tar.gz")
+    (tmp_path / "local.tar.gz").write_bytes(b"")
+    assert data.source_path("local.tar.gz") == Path("local.tar.gz")  # the working dir wins
