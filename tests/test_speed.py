@@ -12,8 +12,12 @@ CPU = torch.device("cpu")
 
 
 def test_default_cpu_path_is_the_exact_step():
+    # leaving out `none` and pooling through channels_last change no bit
+    rel = step_agreement(CPU, Speed(dilation_as_phases=False), TINY)
+    assert max(rel.values()) == 0.0
+    # the dilated convs on sub-images add the same products in another order
     rel = step_agreement(CPU, Speed.default_for(CPU), TINY)
-    assert max(rel.values()) == 0.0       # leaving out `none` changes no bit
+    assert max(rel.values()) < 1e-5, rel
 
 
 def test_channels_last_agrees_within_tolerance_on_the_loss():
