@@ -40,7 +40,7 @@ class Speed:
     amp_bf16: bool = False          # bf16 autocast; CUDA only
     compile: bool = False           # torch.compile the network's backbone and heads
     skip_none: bool = True          # leave the exactly-zero `none` op out of the mixed ops
-    dilation_as_phases: bool = True # dilated convs as dense convs on polyphase sub-images
+    dilation_as_phases: bool = True  # dilated convs as dense convs on polyphase sub-images
     cpu_pools_channels_last: bool = True  # NCHW pooling on the CPU via a channels_last copy
 
     @staticmethod
@@ -163,16 +163,15 @@ class Streams:
 def build_net(config: RunConfig, num_classes: int, seed: int,
               speed: Speed | None = None) -> SuperNet:
     """Initialise under a fixed seed without touching the caller's global RNG."""
+    speed = speed or Speed()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return SuperNet(NetConfig(channels=config.channels, layers=config.layers,
                                   nodes=config.nodes, num_classes=num_classes,
                                   heads=config.heads, primitives=config.primitives,
-                                  stem_stride=config.stem_stride,
-                                  skip_none=speed.skip_none if speed else True,
-                                  dilation_as_phases=speed.dilation_as_phases if speed else True,
-                                  cpu_pools_channels_last=(speed.cpu_pools_channels_last
-                                                           if speed else True)))
+                                  stem_stride=config.stem_stride, skip_none=speed.skip_none,
+                                  dilation_as_phases=speed.dilation_as_phases,
+                                  cpu_pools_channels_last=speed.cpu_pools_channels_last))
 
 
 class Search:
