@@ -126,8 +126,7 @@ def measure(size: str, order: int, device: torch.device, speed: Speed, repeats: 
 def main(args) -> None:
     device = resolve_device(args.device)
     fast = Speed.default_for(device)
-    textbook = Speed(channels_last=False, amp_bf16=False, compile=False, skip_none=False,
-                     dilation_as_phases=False, cpu_pools_channels_last=False)
+    textbook = Speed.textbook()
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}"
           f", {torch.get_num_threads()} threads), torch {torch.__version__}; median of "
           f"{args.repeats} steps after 2 warm-up steps")
@@ -160,8 +159,7 @@ def step_agreement(device: torch.device, fast: Speed, config: RunConfig | None =
     """
     config = config or RunConfig(method="darts_bbn", bilateral=True, channels=8, layers=5,
                                  nodes=3, batch_size=32)
-    exact = Speed(channels_last=False, amp_bf16=False, compile=False, skip_none=False,
-                  dilation_as_phases=False, cpu_pools_channels_last=False)
+    exact = Speed.textbook()
     data = synthetic_data(256, 256, device)
     out = {}
     for name, speed in (("exact", exact), ("fast", fast)):

@@ -53,6 +53,13 @@ class Speed:
         # channels_last).
         return Speed()
 
+    @staticmethod
+    def textbook() -> Speed:
+        """Every lever off: every op computed (`none` as x * 0), float32, NCHW, plain kernels.
+        The reference the benchmark and the agreement check measure the fast path against."""
+        return Speed(channels_last=False, amp_bf16=False, compile=False, skip_none=False,
+                     dilation_as_phases=False, cpu_pools_channels_last=False)
+
 
 def resolve_device(name: str | None) -> torch.device:
     """'auto' / None: CUDA when present, else CPU. Asking for CUDA without one is an error."""
