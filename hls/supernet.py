@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ops import OPS, DilConv, FactorizedReduce, Pool, ReLUConvBN, check_primitives, PRIMITIVES
+from .ops import (OPS, PRIMITIVES, Depthwise, DilConv, FactorizedReduce, Pointwise, Pool, ReLUConvBN, SepConv,
+                  check_primitives)
 
 
 @dataclass(frozen=True)
@@ -33,26 +34,32 @@ class NetConfig:
     stem_stride: int = 1        # 2 halves the resolution before the first cell (cpu profile)
     skip_none: bool = True      # leave the exactly-zero `none` term out of every mixed op
     dilation_as_phases: bool = True  # dilated convs as dense ones on polyphase sub-images (ops.py)
-    cpu_pools_channels_last: bool = True  # pool NCHW inputs on the CPU in channels_last (ops.py)
+    cpu_fast_pools: bool = True  # CPU pooling: max via channels_last, average as a box conv
+    cpu_pointwise_matmul: bool = True  # CPU 1x1 convs as one batched matmul (ops.py)
+    cpu_depthwise_grad_channels_last: bool = True  # CPU 5x5 depthwise weight grads (ops.py)
+    share_relu: bool = True     # one ReLU per cell state for all the convolutions reading it
 
 
 class MixedOp(nn.Module):
     """Eq. (6): the softmax-weighted sum of every primitive on one edge.
 
     The `none` op's term is exactly zero, so it is left out of the sum: the output and the
-    gradients (the alpha of `none` still moves through the softmax) are unchanged.
+    gradients (the alpha of `none` still moves through the softmax) are unchanged. The
+    convolutions start with a ReLU of the edge's input; the cell may pass that ReLU in
+    (`activated`), computed once per input state.
     """
 
     def __init__(self, c: int, stride: int, primitives: tuple[str, ...], skip_none: bool = True):
         super().__init__()
         self.active = [i for i, p in enumerate(primitives) if p != "none" or not skip_none]
         self.ops = nn.ModuleList(OPS[primitives[i]](c, stride) for i in self.active)
+        self.takes_activated = [isinstance(op, (DilConv, SepConv)) for op in self.ops]
 
-    def forward(self, x, weights):
+    def forward(self, x, weights, activated=None):
         out = None
-        for i, op in zip(self.active, self.ops):
-            term = weights[i] * op(x)
-            out = term if out is None else out + term
+        for i, op, takes in zip(self.active, self.ops, self.takes_activated):
+            y = op(x, activated) if takes and activated is not None else op(x)
+            out = weights[i] * y if out is None else torch.addcmul(out, weights[i], y)
         return out
 
 
@@ -72,13 +79,18 @@ class Cell(nn.Module):
             for j in range(2 + i):
                 stride = 2 if reduction and j < 2 else 1
                 self.edges.append(MixedOp(c, stride, primitives, skip_none))
+        self.share_relu = any(any(e.takes_activated) for e in self.edges)
+        self.relu = nn.ReLU()   # the convolutions' leading ReLU, applied once per state
 
     def forward(self, s0, s1, weights):
         states = [self.preprocess0(s0), self.preprocess1(s1)]
+        activated = [self.relu(h) for h in states] if self.share_relu else [None, None]
         offset = 0
-        for _ in range(self.nodes):
-            states.append(sum(self.edges[offset + j](h, weights[offset + j])
-                              for j, h in enumerate(states)))
+        for node in range(self.nodes):
+            states.append(sum(self.edges[offset + j](h, weights[offset + j], a)
+                              for j, (h, a) in enumerate(zip(states, activated))))
+            last = node == self.nodes - 1   # the last node feeds no edge
+            activated.append(self.relu(states[-1]) if self.share_relu and not last else None)
             offset += len(states) - 1
         return torch.cat(states[2:], dim=1)
 
@@ -129,10 +141,15 @@ class SuperNet(nn.Module):
             for name in config.heads})
 
         for module in self.modules():
-            if isinstance(module, DilConv):
+            if isinstance(module, Depthwise):
                 module.phases = config.dilation_as_phases
+                module.cpu_grad_channels_last = config.cpu_depthwise_grad_channels_last
             if isinstance(module, Pool):
-                module.channels_last_on_cpu = config.cpu_pools_channels_last
+                module.fast_on_cpu = config.cpu_fast_pools
+            if isinstance(module, Cell):
+                module.share_relu = module.share_relu and config.share_relu
+            if isinstance(module, Pointwise):
+                module.as_matmul = config.cpu_pointwise_matmul
 
         # Architecture parameters, one tensor (edges x ops) per component, initialised as DARTS.
         shape = (num_edges(nodes), len(primitives))

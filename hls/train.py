@@ -41,7 +41,10 @@ class Speed:
     compile: bool = False           # torch.compile the network's backbone and heads
     skip_none: bool = True          # leave the exactly-zero `none` op out of the mixed ops
     dilation_as_phases: bool = True  # dilated convs as dense convs on polyphase sub-images
-    cpu_pools_channels_last: bool = True  # NCHW pooling on the CPU via a channels_last copy
+    cpu_fast_pools: bool = True     # CPU pooling: max via channels_last, average as a box conv
+    cpu_pointwise_matmul: bool = True  # CPU 1x1 convs as one batched matmul, not oneDNN
+    cpu_depthwise_grad_channels_last: bool = True  # CPU 5x5 depthwise weight grads in NHWC
+    share_relu: bool = True         # one ReLU per cell state for every convolution reading it
 
     @staticmethod
     def default_for(device: torch.device) -> Speed:
@@ -58,7 +61,9 @@ class Speed:
         """Every lever off: every op computed (`none` as x * 0), float32, NCHW, plain kernels.
         The reference the benchmark and the agreement check measure the fast path against."""
         return Speed(channels_last=False, amp_bf16=False, compile=False, skip_none=False,
-                     dilation_as_phases=False, cpu_pools_channels_last=False)
+                     dilation_as_phases=False, cpu_fast_pools=False,
+                     cpu_pointwise_matmul=False, cpu_depthwise_grad_channels_last=False,
+                     share_relu=False)
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -178,7 +183,11 @@ def build_net(config: RunConfig, num_classes: int, seed: int,
                                   heads=config.heads, primitives=config.primitives,
                                   stem_stride=config.stem_stride, skip_none=speed.skip_none,
                                   dilation_as_phases=speed.dilation_as_phases,
-                                  cpu_pools_channels_last=speed.cpu_pools_channels_last))
+                                  cpu_fast_pools=speed.cpu_fast_pools,
+                                  cpu_pointwise_matmul=speed.cpu_pointwise_matmul,
+                                  cpu_depthwise_grad_channels_last=(
+                                      speed.cpu_depthwise_grad_channels_last),
+                                  share_relu=speed.share_relu))
 
 
 class Search:
