@@ -89,7 +89,12 @@ def cmd_data(args) -> None:
 
 def cmd_bench(args) -> None:
     from . import bench
-    bench.check(args) if args.check else bench.main(args)
+    if args.check:
+        bench.check(args)
+    elif args.levers:
+        bench.levers(args)
+    else:
+        bench.main(args)
 
 
 def cmd_book(args) -> None:
@@ -140,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--check", action="store_true",
                     help="instead: does the fast path compute the same step as the exact one?")
     sp.add_argument("--compile", action="store_true", help="with --check: torch.compile too")
+    sp.add_argument("--levers", action="store_true",
+                    help="instead: the default step with each speed lever turned off alone")
+    sp.add_argument("--rounds", type=int, default=2, help="with --levers: interleaved rounds")
     sp.set_defaults(func=cmd_bench)
 
     sp = sub.add_parser("book", help="papermill batch: every chapter at one profile, rendered")

@@ -149,6 +149,38 @@ def main(args) -> None:
             print(line, flush=True)
 
 
+def levers(args) -> None:
+    """What each lever buys: the default path against the default with that one lever off.
+
+    Each variant runs `repeats` steps in each of `rounds` interleaved rounds (so a slow minute
+    of the machine hits every variant alike); the median over all its steps is reported.
+    """
+    import dataclasses
+    device = resolve_device(args.device)
+    default = Speed.default_for(device)
+    variants = {"default": default}
+    for field in dataclasses.fields(Speed):
+        if getattr(default, field.name) is True:
+            variants[f"without {field.name}"] = dataclasses.replace(default, **{field.name: False})
+    variants["textbook"] = Speed.textbook()
+    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"median of {args.rounds} x {args.repeats} steps, first order")
+    for size in args.sizes:
+        config = bench_config(size, device, 1)
+        data = synthetic_data(max(4 * config.batch_size, 512), max(4 * config.batch_size, 512),
+                              device)
+        times = {name: [] for name in variants}
+        for _ in range(args.rounds):
+            for name, speed in variants.items():
+                times[name] += time_steps(Search(config, data, device, speed), args.repeats)
+        base = statistics.median(times["default"])
+        print(f"{size}: C={config.channels} L={config.layers} N={config.nodes} "
+              f"batch {config.batch_size}{' x2 samplers' if config.bilateral else ''}")
+        for name, ts in times.items():
+            t = statistics.median(ts)
+            print(f"  {name:<40} {t:8.3f} s/step  {t / base:5.2f}x the default", flush=True)
+
+
 def step_agreement(device: torch.device, fast: Speed, config: RunConfig | None = None) -> dict:
     """Relative error of the training loss and of every alpha gradient, fast path vs exact,
     for one search step from identical state (same seed, same batches).

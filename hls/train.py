@@ -52,8 +52,10 @@ class Speed:
         # its CPU BatchNorm moves the alpha gradients by 1.5e-2 (NCHW: 6e-7); bf16 moves them
         # by up to 50%; on an H100 neither bought a gain at these widths (the step is
         # launch-bound). So both devices default to the float32 NCHW path, with the levers
-        # that compute the same sums (no `none` term, dilation as sub-images, CPU pooling in
-        # channels_last).
+        # that compute the same sums in another order (docs/performance.md, `python -m hls
+        # bench --levers`): no `none` term, dilation as sub-images, one ReLU per state, and on
+        # the CPU the kernels that replace oneDNN's slow NCHW ones (pooling, 1x1 convs, 5x5
+        # depthwise weight gradients).
         return Speed()
 
     @staticmethod
