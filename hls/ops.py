@@ -204,7 +204,7 @@ class Pool(nn.Module):
 
     On the CPU, PyTorch's NCHW pooling kernels are slow (docs/performance.md), so with `fast_on_cpu`
     an NCHW input is max-pooled in channels_last layout and copied back, and average-pooled as a
-    depthwise convolution with a 3x3 box of ones times the inverse pixel count. Max pooling is
+    depthwise convolution with a 3x3 box of ones divided by the pixel count. Max pooling is
     exact in either layout; the box sum adds the same nine numbers.
     """
 
@@ -221,7 +221,7 @@ class Pool(nn.Module):
                 c, h, w = x.shape[1:]
                 box = x.new_ones(c, 1, 3, 3)
                 sums = F.conv2d(x, box, None, self.stride, 1, 1, c)
-                return sums * _inverse_counts(h, w, self.stride, x.dtype)
+                return sums / _window_counts(h, w, self.stride, x.dtype)
             return F.avg_pool2d(x, 3, self.stride, 1, count_include_pad=False)
         if fast:
             return F.max_pool2d(x.contiguous(memory_format=torch.channels_last),
@@ -233,11 +233,10 @@ class Pool(nn.Module):
 
 
 @functools.lru_cache(maxsize=64)
-def _inverse_counts(h: int, w: int, stride: int, dtype: torch.dtype) -> torch.Tensor:
-    """1 / (number of in-image pixels under each 3x3 window), shape (1, 1, H', W'), on the CPU."""
-    counts = F.conv2d(torch.ones(1, 1, h, w, dtype=dtype), torch.ones(1, 1, 3, 3, dtype=dtype),
-                      None, stride, 1)
-    return counts.reciprocal()
+def _window_counts(h: int, w: int, stride: int, dtype: torch.dtype) -> torch.Tensor:
+    """The number of in-image pixels under each 3x3 window, shape (1, 1, H', W'), on the CPU."""
+    return F.conv2d(torch.ones(1, 1, h, w, dtype=dtype), torch.ones(1, 1, 3, 3, dtype=dtype),
+                    None, stride, 1)
 
 
 def _pool_bn(kind: str, c: int, stride: int) -> nn.Module:
