@@ -28,8 +28,8 @@ class Pointwise(nn.Conv2d):
     """A 1x1 convolution without bias.
 
     On the CPU an NCHW input is multiplied by the weight matrix with one batched matmul instead
-    of going through oneDNN, whose NCHW 1x1 convolution reorders its operands and is about 10x
-    slower at these widths (docs/performance.md). The same sums in another order.
+    of going through oneDNN, whose NCHW 1x1 convolution reorders its operands and was up to 13x
+    slower at these widths (docs/performance.md). The same products, summed in another order.
     """
 
     def __init__(self, c_in, c_out, stride=1):
@@ -113,6 +113,7 @@ class _DepthwiseChannelsLastGrad(torch.autograd.Function):
         return F.conv2d(x, weight, None, 1, padding, 1, x.shape[1])
 
     @staticmethod
+    @torch.autograd.function.once_differentiable   # a loud error, not a silent one, if asked
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
         p, c = ctx.padding, x.shape[1]
@@ -202,10 +203,10 @@ class Zero(nn.Module):
 class Pool(nn.Module):
     """3x3 max or average pooling (average over the in-image pixels only, as DARTS).
 
-    On the CPU, PyTorch's NCHW pooling kernels are slow (docs/performance.md), so with `fast_on_cpu`
-    an NCHW input is max-pooled in channels_last layout and copied back, and average-pooled as a
-    depthwise convolution with a 3x3 box of ones divided by the pixel count. Max pooling is
-    exact in either layout; the box sum adds the same nine numbers.
+    On the CPU, PyTorch's NCHW pooling kernels are slow (docs/performance.md), so with
+    `fast_on_cpu` an NCHW input is max-pooled in channels_last layout and copied back, and
+    average-pooled as a depthwise convolution with a 3x3 box of ones divided by the pixel count.
+    Max pooling is exact in either layout; the box sum adds the same nine numbers.
     """
 
     def __init__(self, kind: str, stride: int):

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ops import (OPS, PRIMITIVES, Depthwise, DilConv, FactorizedReduce, Pointwise, Pool, ReLUConvBN, SepConv,
-                  check_primitives)
+from .ops import (OPS, PRIMITIVES, Depthwise, DilConv, FactorizedReduce, Pointwise, Pool,
+                  ReLUConvBN, SepConv, check_primitives)
 
 
 @dataclass(frozen=True)
