@@ -48,7 +48,7 @@ def cmd_list(args) -> None:
 
 
 def cmd_table(args) -> None:
-    """Mean +- std over seeds of finished runs; nothing is trained here."""
+    """Mean +- std over seeds of finished runs (the mean alone for one seed); trains nothing."""
     import statistics
     from . import experiments, runs
     profile = experiments.check_profile(args.profile)
@@ -68,10 +68,11 @@ def cmd_table(args) -> None:
             print(f"{experiments.LABELS[method]:<22} {'not run':>16} {'':>18} {paper_txt}  0")
             continue
 
-        def fmt(key):
+        def fmt(key):   # one seed has no spread to show
             vals = [100 * r.eval[key]["acc"] for r in done]
-            sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-            return f"{statistics.mean(vals):.2f} +- {sd:.2f}"
+            if len(vals) == 1:
+                return f"{vals[0]:.2f}"
+            return f"{statistics.mean(vals):.2f} +- {statistics.stdev(vals):.2f}"
         print(f"{experiments.LABELS[method]:<22} {fmt('paper_protocol'):>16} "
               f"{fmt('val_chosen'):>18} {paper_txt}  {len(done)}")
 
