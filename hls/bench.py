@@ -19,6 +19,7 @@ negligible at this size). Achieved fraction = those bytes / step time / the devi
 
 from __future__ import annotations
 
+import dataclasses
 import resource
 import statistics
 import time
@@ -155,7 +156,6 @@ def levers(args) -> None:
     Each variant runs `repeats` steps in each of `rounds` interleaved rounds (so a slow minute
     of the machine hits every variant alike); the median over all its steps is reported.
     """
-    import dataclasses
     device = resolve_device(args.device)
     default = Speed.default_for(device)
     variants = {"default": default}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -62,10 +62,7 @@ class Speed:
     def textbook() -> Speed:
         """Every lever off: every op computed (`none` as x * 0), float32, NCHW, plain kernels.
         The reference the benchmark and the agreement check measure the fast path against."""
-        return Speed(channels_last=False, amp_bf16=False, compile=False, skip_none=False,
-                     dilation_as_phases=False, cpu_fast_pools=False,
-                     cpu_pointwise_matmul=False, cpu_depthwise_grad_channels_last=False,
-                     share_relu=False)
+        return Speed(**{f.name: False for f in fields(Speed)})
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -176,20 +173,19 @@ class Streams:
 
 def build_net(config: RunConfig, num_classes: int, seed: int,
               speed: Speed | None = None) -> SuperNet:
-    """Initialise under a fixed seed without touching the caller's global RNG."""
+    """Initialise under a fixed seed without touching the caller's global RNG.
+
+    The network-level speed levers are the NetConfig fields named like Speed's (skip_none,
+    share_relu, the CPU kernels); they are copied over by name.
+    """
     speed = speed or Speed()
+    levers = {f.name: getattr(speed, f.name) for f in fields(NetConfig) if hasattr(speed, f.name)}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return SuperNet(NetConfig(channels=config.channels, layers=config.layers,
                                   nodes=config.nodes, num_classes=num_classes,
                                   heads=config.heads, primitives=config.primitives,
-                                  stem_stride=config.stem_stride, skip_none=speed.skip_none,
-                                  dilation_as_phases=speed.dilation_as_phases,
-                                  cpu_fast_pools=speed.cpu_fast_pools,
-                                  cpu_pointwise_matmul=speed.cpu_pointwise_matmul,
-                                  cpu_depthwise_grad_channels_last=(
-                                      speed.cpu_depthwise_grad_channels_last),
-                                  share_relu=speed.share_relu))
+                                  stem_stride=config.stem_stride, **levers))
 
 
 class Search:

@@ -95,7 +95,7 @@ def test_dilated_conv_as_phases_is_the_same_function(channels_last, kernel, stri
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("size", [9, 8])
 def test_fast_cpu_pooling_is_the_same_function(kind, stride, size):
-    # max pooling through channels_last, average pooling as a box convolution times 1/count
+    # max pooling through channels_last, average pooling as a box convolution / window counts
     torch.manual_seed(0)
     x = torch.randn(4, 3, size, size, dtype=torch.float64, requires_grad=True)
     results = []
