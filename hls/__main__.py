@@ -12,14 +12,23 @@ from .config import ConfigError
 from .data import DataError
 
 
-def parse_settings(pairs: list[str]) -> dict:
+def parse_settings(pairs: list[str], flag: str = "--set", example: str = "epochs=3") -> dict:
     out = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--set expects key=value (got {pair!r}), e.g. --set epochs=3")
+            raise ConfigError(f"{flag} expects key=value (got {pair!r}), e.g. {flag} {example}")
         out[key] = value
     return out
+
+
+def parse_speed(args):
+    """The device's default Speed with the `--speed lever=on|off` changes, or None."""
+    if not getattr(args, "speed", None):
+        return None
+    from .train import Speed, resolve_device
+    settings = parse_settings(args.speed, "--speed", "cuda_graph=off")
+    return Speed.default_for(resolve_device(args.device)).override(settings)
 
 
 def cmd_run(args) -> None:
@@ -27,9 +36,10 @@ def cmd_run(args) -> None:
     profile = experiments.check_profile(args.profile)
     experiments.check_method(args.method)
     overrides = parse_settings(args.set)
+    speed = parse_speed(args)
     for seed in experiments.seeds_of(profile, args.seeds):
         cfg = experiments.config(args.method, profile, seed, overrides)
-        record = runs.get_run(cfg, args.device, force=args.force)
+        record = runs.get_run(cfg, args.device, speed, force=args.force)
         ev = record.eval
         print(f"{cfg.run_id}  seed {seed}  test acc {100 * ev['paper_protocol']['acc']:.2f}% "
               f"(paper protocol, mu={ev['paper_protocol']['mu']})  "
@@ -92,6 +102,8 @@ def cmd_bench(args) -> None:
     from . import bench
     if args.check:
         bench.check(args)
+    elif args.trace:
+        bench.trace(args)
     elif args.levers:
         bench.levers(args)
     else:
@@ -122,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp, method=True)
     sp.add_argument("--device", help="cpu, cuda or auto (default: HLS_DEVICE or auto)")
     sp.add_argument("--force", action="store_true", help="retrain even if the run is complete")
+    sp.add_argument("--speed", action="append", metavar="LEVER=on|off",
+                    help="change a speed lever (hls.train.Speed), e.g. --speed cuda_graph=off; "
+                         "levers change speed, not the run's identity")
     sp.set_defaults(func=cmd_run)
 
     sp = sub.add_parser("list", help="runs in the store and their state")
@@ -149,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--levers", action="store_true",
                     help="instead: the default step with each speed lever turned off alone")
     sp.add_argument("--rounds", type=int, default=2, help="with --levers: interleaved rounds")
+    sp.add_argument("--trace", action="store_true",
+                    help="instead: torch.profiler table of the default step (first size, order)")
     sp.set_defaults(func=cmd_bench)
 
     sp = sub.add_parser("book", help="papermill batch: every chapter at one profile, rendered")

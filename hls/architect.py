@@ -18,13 +18,15 @@ LossFn = Callable[[object], torch.Tensor]   # batch -> scalar loss on the networ
 
 
 class Architect:
-    def __init__(self, net: SuperNet, lr: float, betas=(0.5, 0.999), weight_decay: float = 1e-3):
+    def __init__(self, net: SuperNet, lr: float, betas=(0.5, 0.999), weight_decay: float = 1e-3,
+                 capturable: bool = False):
         self.net = net
         self.base_lr = lr
         self.alphas = net.arch_parameters()
         self.optimizer = torch.optim.Adam(
             [{"params": [a], "name": name, "lr": lr} for name, a in self.alphas.items()],
-            lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+            lr=lr, betas=tuple(betas), weight_decay=weight_decay,
+            capturable=capturable)   # CUDA graphs: its step counter stays on the device
 
     def set_lr_multipliers(self, multipliers: dict[str, float]) -> None:
         """Per-component learning rate = base * multiplier (components not named keep 1)."""

@@ -20,16 +20,18 @@ negligible at this size). Achieved fraction = those bytes / step time / the devi
 from __future__ import annotations
 
 import dataclasses
+import gc
 import resource
 import statistics
 import time
+import warnings
 
 import torch
 
 from . import experiments
 from .config import RunConfig
 from .data import Augmenter, LongTailData, Split
-from .train import Search, Speed, resolve_device
+from .train import GraphedStep, Search, Speed, resolve_device, tf32_allowed
 
 PEAK_BANDWIDTH = {"H100": 3.35e12, "H200": 4.8e12, "A100": 2.0e12, "A6000": 0.768e12}
 
@@ -64,17 +66,26 @@ def images_per_step(config: RunConfig) -> int:
 
 
 def time_steps(search: Search, repeats: int, warmup: int = 2) -> list[float]:
-    """Seconds per search step (architecture step + weight step), after warm-up steps."""
+    """Seconds per search step (architecture step + weight step), after warm-up steps.
+
+    A graphed step also warms up through its eager calls and the call that captures (that
+    call's time is kept in `search.capture_seconds`: it recurs once an epoch).
+    """
     schedule = search.schedule(0)
     search._set_learning_rates(schedule)
     search._set_train_mode()
     sync = torch.cuda.synchronize if search.device.type == "cuda" else (lambda: None)
+    graphed = isinstance(search.stepper, GraphedStep)
+    capture_call = search.stepper.warmup if graphed else None
+    warmup += capture_call + 1 if graphed else 0
     times = []
     for i in range(warmup + repeats):
         sync()
         start = time.perf_counter()
-        search.step(search.streams.next("train"), search.streams.next("val"), schedule)
+        search.stepper(search.streams.next("train"), search.streams.next("val"), schedule)
         sync()
+        if i == capture_call:
+            search.capture_seconds = time.perf_counter() - start
         if i >= warmup:
             times.append(time.perf_counter() - start)
     return times
@@ -98,7 +109,16 @@ def activation_bytes(search: Search) -> int:
     return total
 
 
+def release_memory(device: torch.device) -> None:
+    """Free the last measured network now: a graphed search refers to itself (its stepper holds
+    its step), so only the cycle collector frees it, and its graph's memory with it."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def measure(size: str, order: int, device: torch.device, speed: Speed, repeats: int) -> dict:
+    release_memory(device)
     config = bench_config(size, device, order)
     data = synthetic_data(max(4 * config.batch_size, 512), max(4 * config.batch_size, 512), device)
     search = Search(config, data, device, speed)
@@ -108,6 +128,7 @@ def measure(size: str, order: int, device: torch.device, speed: Speed, repeats: 
     seconds = statistics.median(times)
     row = {"size": size, "order": order, "speed": speed, "seconds": seconds,
            "images_per_s": images_per_step(config) / seconds,
+           "capture_s": getattr(search, "capture_seconds", None),
            "config": f"C={config.channels} L={config.layers} N={config.nodes} "
                      f"batch {config.batch_size}{' x2 samplers' if config.bilateral else ''}"}
     if device.type == "cuda":
@@ -135,7 +156,7 @@ def main(args) -> None:
     header = (f"{'size':<6} {'config':<28} {'order':>5} {'fast s/step':>12} {'img/s':>8} "
               f"{'textbook s':>11} {'img/s':>8} {'speed-up':>9} {'peak GB':>8}")
     if device.type == "cuda":
-        header += f" {'BW frac':>8}"
+        header += f" {'BW frac':>8} {'capture s':>10}"
     print(header)
     for size in args.sizes:
         for order in args.orders:
@@ -147,6 +168,8 @@ def main(args) -> None:
             if device.type == "cuda":
                 frac = f.get("bandwidth_fraction")
                 line += f" {frac:>8.2f}" if frac is not None else f" {'?':>8}"
+                cap = f.get("capture_s")
+                line += f" {cap:>10.2f}" if cap is not None else f" {'-':>10}"
             print(line, flush=True)
 
 
@@ -160,8 +183,13 @@ def levers(args) -> None:
     default = Speed.default_for(device)
     variants = {"default": default}
     for field in dataclasses.fields(Speed):
+        if field.name.startswith("cpu_") and device.type != "cpu":
+            continue                            # no-ops off the CPU
         if getattr(default, field.name) is True:
             variants[f"without {field.name}"] = dataclasses.replace(default, **{field.name: False})
+    if device.type == "cuda":                   # the levers that change the arithmetic
+        for name in ("channels_last", "amp_bf16", "tf32"):
+            variants[f"with {name}"] = dataclasses.replace(default, **{name: True})
     variants["textbook"] = Speed.textbook()
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"median of {args.rounds} x {args.repeats} steps, first order")
@@ -172,6 +200,7 @@ def levers(args) -> None:
         times = {name: [] for name in variants}
         for _ in range(args.rounds):
             for name, speed in variants.items():
+                release_memory(device)
                 times[name] += time_steps(Search(config, data, device, speed), args.repeats)
         base = statistics.median(times["default"])
         print(f"{size}: C={config.channels} L={config.layers} N={config.nodes} "
@@ -181,13 +210,31 @@ def levers(args) -> None:
             print(f"  {name:<40} {t:8.3f} s/step  {t / base:5.2f}x the default", flush=True)
 
 
+def trace(args) -> None:
+    """Where a step's device time goes: torch.profiler over eager steps of the default path
+    (a graph replays the same kernels), the kernels with the most self time first."""
+    from torch.profiler import ProfilerActivity, profile
+    device = resolve_device(args.device)
+    speed = dataclasses.replace(Speed.default_for(device), cuda_graph=False)
+    config = bench_config(args.sizes[0], device, args.orders[0])
+    data = synthetic_data(max(4 * config.batch_size, 512), max(4 * config.batch_size, 512), device)
+    search = Search(config, data, device, speed)
+    time_steps(search, repeats=0)               # warm-up
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        time_steps(search, repeats=args.repeats, warmup=0)
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(f"{args.sizes[0]} size, order {args.orders[0]}, {args.repeats} steps, {speed}")
+    print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60))
+
+
 def step_agreement(device: torch.device, fast: Speed, config: RunConfig | None = None) -> dict:
     """Relative error of the training loss and of every alpha gradient, fast path vs exact,
     for one search step from identical state (same seed, same batches).
 
     The alphas are first drawn away from their near-zero initialisation: at init every op has
     the same weight and the alpha gradient is a difference of nearly equal numbers, which no
-    two float32 orderings reproduce to 1e-2. The exact path also turns TF32 off on CUDA.
+    two float32 orderings reproduce to 1e-2. TF32 follows each Speed (the exact path: off).
     """
     config = config or RunConfig(method="darts_bbn", bilateral=True, channels=8, layers=5,
                                  nodes=3, batch_size=32)
@@ -202,7 +249,7 @@ def step_agreement(device: torch.device, fast: Speed, config: RunConfig | None =
                 a.copy_(torch.randn(a.shape, generator=g))
         train_batch, val_batch = search.streams.next("train"), search.streams.next("val")
         loss_fn = lambda b, s=search: s.objective(s.net, b, 0.5)[0]  # noqa: E731
-        with _tf32(allowed=name == "fast"):
+        with tf32_allowed(speed.tf32):
             grads = search.architect.gradient(loss_fn, val_batch, order=1)
             loss = loss_fn(train_batch).detach().float()
         out[name] = (loss, {k: v.float() for k, v in grads.items()})
@@ -212,18 +259,69 @@ def step_agreement(device: torch.device, fast: Speed, config: RunConfig | None =
     return rel
 
 
-class _tf32:
-    """Allow or forbid TF32 matmuls and convolutions inside a block (CUDA only matters)."""
+def trajectory_agreement(device: torch.device, fast: Speed, reference: Speed,
+                         steps: int = 6, config: RunConfig | None = None,
+                         make_stepper=None, make_reference_stepper=None) -> dict:
+    """Relative error of `steps` whole search steps, fast against reference, from one state
+    on the same batches: each step's training loss and architecture-gradient norms (worst
+    step), and the change of every weight over all steps. Deterministic kernels in both.
 
-    def __init__(self, allowed: bool):
-        self.allowed = allowed
+    The check for levers that reorganise the step and keep its kernels: a CUDA graph that
+    replayed stale batches or a stale schedule passes a one-gradient check and fails this one.
+    It is no check for levers that change the arithmetic: there a first-step difference of
+    1e-6 grows to 1e-2 within three steps (measured on the CPU, default levers vs textbook),
+    because max pooling breaks ties between equal inputs differently per kernel and Adam's
+    first steps move each alpha by about lr times the sign of its gradient.
+    `make_stepper(search)` replaces the fast search's stepper (the tests' stand-in graph),
+    `make_reference_stepper(search)` the reference's.
+    """
+    config = config or RunConfig(method="darts_bbn", bilateral=True, channels=8, layers=5,
+                                 nodes=3, batch_size=32)
+    data = synthetic_data(256, 256, device)
+    runs = {}
+    with _deterministic():
+        for name, speed in (("reference", reference), ("fast", fast)):
+            search = Search(config, data, device, speed)
+            make = make_stepper if name == "fast" else make_reference_stepper
+            if make is not None:
+                search.stepper = make(search)
+            g = torch.Generator().manual_seed(1)
+            with torch.no_grad():
+                for a in search.net.alphas.values():
+                    a.copy_(torch.randn(a.shape, generator=g))
+            before = [w.detach().clone() for w in search.weights]
+            s = search.schedule(0)
+            search._set_learning_rates(s)
+            search._set_train_mode()
+            per_step = []
+            for _ in range(steps):
+                loss, _, norms = search.stepper(search.streams.next("train"),
+                                                search.streams.next("val"), s)
+                per_step.append({"loss": loss.float().clone(),
+                                 **{f"grad norm {k}": v.float().clone() for k, v in norms.items()}})
+            change = torch.cat([(w.detach() - b).flatten()
+                                for w, b in zip(search.weights, before)])
+            runs[name] = per_step, change
+    (ref_steps, ref_change), (fast_steps, fast_change) = runs["reference"], runs["fast"]
+    rel = {key: max(((f[key] - r[key]).abs() / r[key].abs().clamp_min(1e-12)).item()
+                    for f, r in zip(fast_steps, ref_steps)) for key in ref_steps[0]}
+    rel["weight change"] = ((fast_change - ref_change).norm() / ref_change.norm()).item()
+    return rel
+
+
+class _deterministic:
+    """Deterministic kernels inside a block (cuDNN's and PyTorch's; warn where none exists)."""
 
     def __enter__(self):
-        self.saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = self.allowed
+        self.saved = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
+                      torch.are_deterministic_algorithms_enabled(),
+                      torch.is_deterministic_algorithms_warn_only_enabled())
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        torch.use_deterministic_algorithms(True, warn_only=True)
 
     def __exit__(self, *exc):
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self.saved
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = self.saved[:2]
+        torch.use_deterministic_algorithms(self.saved[2], warn_only=self.saved[3])
 
 
 def check(args) -> None:
@@ -233,6 +331,7 @@ def check(args) -> None:
               "channels_last": Speed(channels_last=True)}
     if device.type == "cuda":
         levers["bf16 autocast"] = Speed(amp_bf16=True)
+        levers["tf32"] = Speed(tf32=True)
     if args.compile:
         levers["torch.compile"] = Speed(compile=True)
     print(f"fast path vs exact (float32, NCHW, every op computed), one search step on {device}")
@@ -241,3 +340,16 @@ def check(args) -> None:
         worst = max(rel.values())
         detail = ", ".join(f"{k} {v:.1e}" for k, v in rel.items())
         print(f"  {name:<14} worst {worst:.1e} {'OK  ' if worst < 1e-2 else 'FAIL'} ({detail})")
+    if device.type == "cuda":
+        graphed = Speed.default_for(device)
+        steps = 6
+        # the reference is the same search stepping eagerly: the same (capturable) Adam
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*capturable.*")
+            rel = trajectory_agreement(device, graphed, graphed, steps,
+                                       make_reference_stepper=lambda search: search.step)
+        worst = max(rel.values())
+        detail = ", ".join(f"{k} {v:.1e}" for k, v in rel.items())
+        print(f"cuda_graph vs eager, {steps} whole steps (3 eager warm-up, capture, replays), "
+              f"deterministic kernels:\n  worst {worst:.1e} {'OK  ' if worst < 1e-2 else 'FAIL'}"
+              f" ({detail})", flush=True)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from contextlib import nullcontext
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +46,8 @@ class Speed:
     cpu_pointwise_matmul: bool = True  # CPU 1x1 convs as one batched matmul, not oneDNN
     cpu_depthwise_grad_channels_last: bool = True  # CPU 5x5 depthwise weight grads in NHWC
     share_relu: bool = True         # one ReLU per cell state for every convolution reading it
+    cuda_graph: bool = False        # CUDA: capture the whole search step once, replay it per step
+    tf32: bool = False              # CUDA: TF32 convolutions and matmuls (10-bit mantissa)
 
     @staticmethod
     def default_for(device: torch.device) -> Speed:
@@ -55,14 +58,47 @@ class Speed:
         # that compute the same sums in another order (docs/performance.md, `python -m hls
         # bench --levers`): no `none` term, dilation as sub-images, one ReLU per state, and on
         # the CPU the kernels that replace oneDNN's slow NCHW ones (pooling, 1x1 convs, 5x5
-        # depthwise weight gradients).
-        return Speed()
+        # depthwise weight gradients). On CUDA the step is captured as one graph: at the
+        # paper's size it launches tens of thousands of small kernels, and an eager H100 step
+        # used 3% of the memory bandwidth.
+        return Speed(cuda_graph=device.type == "cuda")
+
+    def override(self, settings: dict[str, str]) -> Speed:
+        """This Speed with levers set from text, e.g. {"cuda_graph": "off"} (`--speed`)."""
+        names = [f.name for f in fields(Speed)]
+        values = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
+        changes = {}
+        for key, text in settings.items():
+            if key not in names:
+                raise ConfigError(f"unknown speed lever {key!r}; choose one of {', '.join(names)}")
+            if text.lower() not in values:
+                raise ConfigError(f"speed lever {key} takes on or off (got {text!r}), "
+                                  f"e.g. --speed {key}=off")
+            changes[key] = values[text.lower()]
+        return replace(self, **changes)
 
     @staticmethod
     def textbook() -> Speed:
         """Every lever off: every op computed (`none` as x * 0), float32, NCHW, plain kernels.
         The reference the benchmark and the agreement check measure the fast path against."""
         return Speed(**{f.name: False for f in fields(Speed)})
+
+
+class tf32_allowed:
+    """Allow or forbid TF32 in cuDNN convolutions and cuBLAS matmuls inside a block.
+
+    PyTorch allows it for convolutions by default; Speed.tf32 decides instead (a CUDA graph
+    keeps the kernels chosen when it was captured)."""
+
+    def __init__(self, allowed: bool):
+        self.allowed = allowed
+
+    def __enter__(self):
+        self.saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = self.allowed
+
+    def __exit__(self, *exc):
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self.saved
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -103,7 +139,9 @@ class Objective:
         self.bilateral = config.bilateral
         self.class_weights = (class_balanced_weights(class_counts).to(class_counts.device)
                               if config.reweight == "class_balanced" else None)
-        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext())
+        # no autocast cache: a CUDA graph capture must not keep casts made outside of it
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
+                         if amp else nullcontext())
 
     def __call__(self, net: SuperNet, batch, mu: float):
         """(loss, accuracy) as tensors; accuracy follows BBN: mu acc(y_ins) + (1-mu) acc(y_cls)."""
@@ -168,6 +206,77 @@ class Streams:
 
 
 # --------------------------------------------------------------------------------------------
+# The search step as one CUDA graph
+
+
+class CudaGraph:
+    """Records the kernels one call of a function launches; replay launches them all at once."""
+
+    def capture(self, fn):
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.outputs = fn()
+
+    def replay(self):
+        self.graph.replay()
+        return self.outputs
+
+
+class GraphedStep:
+    """A search step that is captured once and then replayed with each new pair of batches.
+
+    What a capture fixes: the addresses of every tensor the step reads (so batches are copied
+    into fixed input buffers, and the outputs are the same tensors after every replay: read them
+    before the next step) and every Python number it was called with (the epoch's schedule: mu,
+    learning rates). A new schedule is therefore captured anew; `reset` forgets the capture
+    (after loading a checkpoint the optimisers hold new state tensors). The first `warmup`
+    calls run eagerly on a side stream, as a capture needs: they create what is allocated
+    lazily (momentum buffers, Adam moments, cuDNN plans). `recorder` is CudaGraph on a GPU; the
+    tests pass one that replays by calling the function again.
+    """
+
+    def __init__(self, step, warmup: int = 3, recorder=CudaGraph):
+        self.step, self.warmup, self.recorder = step, warmup, recorder
+        self.eager_calls = 0
+        self.reset()
+
+    def reset(self) -> None:
+        self.captured, self.schedule, self.inputs = None, None, None
+
+    def __call__(self, train_batch, val_batch, s: dict):
+        if self.eager_calls < self.warmup:
+            self.eager_calls += 1
+            with warnings.catch_warnings():     # "capturable=True but run uncaptured": intended
+                warnings.filterwarnings("ignore", message=".*capturable.*")
+                return self._on_side_stream(lambda: self.step(train_batch, val_batch, s))
+        if self.captured is None or s != self.schedule:
+            self._capture(train_batch, val_batch, s)
+        for buffer, batch in zip(self.inputs, (*train_batch, *val_batch)):
+            buffer.copy_(batch)
+        return self.captured.replay()
+
+    def _capture(self, train_batch, val_batch, s: dict) -> None:
+        self.captured = None                    # the old graph's memory goes back first
+        self.inputs = [t.clone() for t in (*train_batch, *val_batch)]
+        n = len(train_batch)
+        static_train, static_val = tuple(self.inputs[:n]), tuple(self.inputs[n:])
+        recorder = self.recorder()
+        recorder.capture(lambda: self.step(static_train, static_val, dict(s)))
+        self.captured, self.schedule = recorder, dict(s)
+
+    @staticmethod
+    def _on_side_stream(fn):
+        if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+            return fn()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            out = fn()
+        torch.cuda.current_stream().wait_stream(side)
+        return out
+
+
+# --------------------------------------------------------------------------------------------
 # The search
 
 
@@ -213,8 +322,9 @@ class Search:
         self.weights = [p for g in groups for p in g["params"]]
         self.weight_optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
                                                 weight_decay=config.weight_decay)
+        graphed = self.speed.cuda_graph and device.type == "cuda"
         self.architect = Architect(self.net, config.arch_lr, config.arch_betas,
-                                   config.arch_weight_decay)
+                                   config.arch_weight_decay, capturable=graphed)
         if config.freeze_backbone:
             for p in self.net.weight_parameters("backbone"):
                 p.requires_grad_(False)
@@ -222,6 +332,8 @@ class Search:
                 self.net.alphas[name].requires_grad_(False)
         self.steps_per_epoch = config.steps_per_epoch or len(data.train) // config.batch_size
         self.history: list[dict] = []
+        # what the loop calls each step: the eager step, or its CUDA graph (Speed.cuda_graph)
+        self.stepper = GraphedStep(self.step) if graphed else self.step
 
     # ---- schedules for one epoch (t = epoch + 1, as in Algorithm 1)
 
@@ -254,6 +366,10 @@ class Search:
     def step(self, train_batch, val_batch, s: dict):
         """One search step: an architecture step on validation data (first- or second-order,
         Eq. 9), then a weight step on training data with the alphas held fixed."""
+        with tf32_allowed(self.speed.tf32):
+            return self._step(train_batch, val_batch, s)
+
+    def _step(self, train_batch, val_batch, s: dict):
         c, mu = self.config, s["mu"]
         loss_fn = lambda batch: self.objective(self.net, batch, mu)[0]  # noqa: E731
         norms = self.architect.step(loss_fn, val_batch, train_batch, c.order, s["lr"],
@@ -282,7 +398,8 @@ class Search:
         acc_sum = torch.zeros((), device=self.device)
         grad_sums = {name: torch.zeros((), device=self.device) for name in self.net.alphas}
         for step in range(self.steps_per_epoch):
-            loss, acc, norms = self.step(self.streams.next("train"), self.streams.next("val"), s)
+            loss, acc, norms = self.stepper(self.streams.next("train"), self.streams.next("val"),
+                                            s)
             for name, n in norms.items():
                 grad_sums[name] += n
             loss_sum += loss
@@ -343,6 +460,8 @@ class Search:
         self.architect.load_state_dict(state["architect"])
         self.streams.load_state_dict(state["streams"])
         self.history = list(state["history"])
+        if isinstance(self.stepper, GraphedStep):   # the capture points at the old state tensors
+            self.stepper.reset()
 
 
 # --------------------------------------------------------------------------------------------

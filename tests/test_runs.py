@@ -110,6 +110,8 @@ def cli(*args, env=None):
     (["run", "darts", "--profile", "smoke", "--set", "batch_size=100000"], "larger than the split"),
     (["run", "darts", "--profile", "smoke", "--set", "epoch=3"], "unknown setting 'epoch'"),
     (["run", "darts", "--profile", "smoke", "--device", "cuda"], "no CUDA device"),
+    (["run", "darts", "--profile", "smoke", "--speed", "graph=off"], "unknown speed lever"),
+    (["run", "darts", "--profile", "smoke", "--speed", "cuda_graph=maybe"], "takes on or off"),
 ])
 def test_cli_bad_input_is_one_line_exit_2(store, args, message):
     if "cuda" in args and torch.cuda.is_available():

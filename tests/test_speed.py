@@ -5,9 +5,9 @@ import dataclasses
 import pytest
 import torch
 
-from hls.bench import step_agreement, synthetic_data, time_steps
+from hls.bench import step_agreement, synthetic_data, time_steps, trajectory_agreement
 from hls.config import RunConfig
-from hls.train import Search, Speed
+from hls.train import GraphedStep, Search, Speed
 
 TINY = RunConfig(method="darts_bbn", bilateral=True, channels=4, layers=3, nodes=2, batch_size=8)
 CPU = torch.device("cpu")
@@ -43,3 +43,43 @@ def test_benchmark_step_runs():
     search = Search(TINY, synthetic_data(64, 64, CPU), CPU, Speed())
     times = time_steps(search, repeats=1, warmup=0)
     assert len(times) == 1 and times[0] > 0
+
+
+class CallAgain:
+    """A CUDA graph's stand-in on the CPU: capture records the function, replay calls it again.
+    What it tests is GraphedStep's part: fixed input buffers, outputs, recapture."""
+
+    captures = 0
+
+    def capture(self, fn):
+        CallAgain.captures += 1
+        self.fn = fn
+
+    def replay(self):
+        return self.fn()
+
+
+def graphed(search, warmup=2):
+    return GraphedStep(search.step, warmup=warmup, recorder=CallAgain)
+
+
+def test_graphed_step_replays_each_new_batch():
+    # a replay that read stale batches (or computed nothing) would differ at the third step
+    rel = trajectory_agreement(CPU, Speed(), Speed(), steps=5, config=TINY, make_stepper=graphed)
+    assert max(rel.values()) == 0.0, rel
+
+
+def test_graphed_step_recaptures_each_epoch_and_after_loading():
+    config = dataclasses.replace(TINY, epochs=2, steps_per_epoch=3, mixing="parabolic")
+    data = synthetic_data(64, 64, CPU)
+    eager, replayed = Search(config, data, CPU), Search(config, data, CPU)
+    replayed.stepper = graphed(replayed)
+    CallAgain.captures = 0
+    for epoch in range(2):     # a new mu and learning rate each epoch: a stale capture differs
+        a, b = eager.run_epoch(epoch), replayed.run_epoch(epoch)
+        assert a["train_loss"] == b["train_loss"] and a["mu"] == b["mu"]
+    assert CallAgain.captures == 2
+    for (k, x), y in zip(eager.net.state_dict().items(), replayed.net.state_dict().values()):
+        assert torch.equal(x, y), k
+    replayed.load_state_dict(eager.state_dict())
+    assert replayed.stepper.captured is None
