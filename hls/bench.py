@@ -187,9 +187,10 @@ def levers(args) -> None:
             continue                            # no-ops off the CPU
         if getattr(default, field.name) is True:
             variants[f"without {field.name}"] = dataclasses.replace(default, **{field.name: False})
-    if device.type == "cuda":                   # the levers that change the arithmetic
-        for name in ("channels_last", "amp_bf16", "tf32"):
-            variants[f"with {name}"] = dataclasses.replace(default, **{name: True})
+    if device.type == "cuda":                   # and each lever that is off, turned on
+        for field in dataclasses.fields(Speed):
+            if getattr(default, field.name) is False and field.name != "compile":
+                variants[f"with {field.name}"] = dataclasses.replace(default, **{field.name: True})
     variants["textbook"] = Speed.textbook()
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"median of {args.rounds} x {args.repeats} steps, first order")
@@ -332,6 +333,7 @@ def check(args) -> None:
     if device.type == "cuda":
         levers["bf16 autocast"] = Speed(amp_bf16=True)
         levers["tf32"] = Speed(tf32=True)
+        levers["batchnorm_unit_affine"] = Speed(batchnorm_unit_affine=True)
     if args.compile:
         levers["torch.compile"] = Speed(compile=True)
     print(f"fast path vs exact (float32, NCHW, every op computed), one search step on {device}")
@@ -339,7 +341,7 @@ def check(args) -> None:
         rel = step_agreement(device, speed)
         worst = max(rel.values())
         detail = ", ".join(f"{k} {v:.1e}" for k, v in rel.items())
-        print(f"  {name:<14} worst {worst:.1e} {'OK  ' if worst < 1e-2 else 'FAIL'} ({detail})")
+        print(f"  {name:<22} worst {worst:.1e} {'OK  ' if worst < 1e-2 else 'FAIL'} ({detail})")
     if device.type == "cuda":
         graphed = Speed.default_for(device)
         steps = 6

@@ -49,11 +49,38 @@ class Pointwise(nn.Conv2d):
         return torch.bmm(weight, x.reshape(n, c, h * w)).view(n, self.out_channels, h, w)
 
 
+class BatchNorm(nn.BatchNorm2d):
+    """BatchNorm2d whose non-affine form can run as an affine one with weight 1 and bias 0.
+
+    x_hat * 1 + 0 is x_hat exactly. The point is the kernel: PyTorch hands a BatchNorm to cuDNN
+    only when it has a weight and a bias, so every non-affine one of the search cell runs
+    PyTorch's own NCHW kernels, which gather each channel's statistics in one thread block: 16
+    blocks at the paper's width. On an H200 those kernels took 47% of the step's device time
+    (docs/performance.md). `unit_affine` is Speed.batchnorm_unit_affine; the unit weight and
+    bias are buffers outside the state dict, so checkpoints do not change.
+    """
+
+    def __init__(self, channels: int, affine: bool = False):
+        super().__init__(channels, affine=affine)
+        self.unit_affine = False
+        if not affine:
+            self.register_buffer("unit_weight", torch.ones(channels), persistent=False)
+            self.register_buffer("unit_bias", torch.zeros(channels), persistent=False)
+
+    def forward(self, x):
+        if self.affine or not self.unit_affine:
+            return super().forward(x)
+        if self.training:                 # what nn.BatchNorm2d does with a fixed momentum
+            self.num_batches_tracked.add_(1)
+        return F.batch_norm(x, self.running_mean, self.running_var, self.unit_weight,
+                            self.unit_bias, self.training, self.momentum, self.eps)
+
+
 class ReLUConvBN(nn.Sequential):
     def __init__(self, c_in, c_out, kernel, stride, padding, affine=False):
         conv = (Pointwise(c_in, c_out, stride) if kernel == 1 and padding == 0
                 else nn.Conv2d(c_in, c_out, kernel, stride, padding, bias=False))
-        super().__init__(nn.ReLU(inplace=False), conv, nn.BatchNorm2d(c_out, affine=affine))
+        super().__init__(nn.ReLU(inplace=False), conv, BatchNorm(c_out, affine=affine))
 
 
 class DilConv(nn.Sequential):
@@ -63,7 +90,7 @@ class DilConv(nn.Sequential):
         super().__init__(nn.ReLU(inplace=False),
                          Depthwise(c_in, kernel, stride, padding, dilation),
                          Pointwise(c_in, c_out),
-                         nn.BatchNorm2d(c_out, affine=affine))
+                         BatchNorm(c_out, affine=affine))
 
     def forward(self, x, activated=None):
         """`activated`, when given, is relu(x), computed once by the cell for every op that
@@ -182,7 +209,7 @@ class FactorizedReduce(nn.Module):
         self.relu = nn.ReLU(inplace=False)
         self.conv_1 = Pointwise(c_in, c_out // 2, stride=2)
         self.conv_2 = Pointwise(c_in, c_out - c_out // 2, stride=2)
-        self.bn = nn.BatchNorm2d(c_out, affine=affine)
+        self.bn = BatchNorm(c_out, affine=affine)
 
     def forward(self, x):
         x = self.relu(x)
@@ -241,7 +268,7 @@ def _window_counts(h: int, w: int, stride: int, dtype: torch.dtype) -> torch.Ten
 
 
 def _pool_bn(kind: str, c: int, stride: int) -> nn.Module:
-    return nn.Sequential(Pool(kind, stride), nn.BatchNorm2d(c, affine=False))
+    return nn.Sequential(Pool(kind, stride), BatchNorm(c, affine=False))
 
 
 # name -> constructor(C, stride); a small registry in the timm manner instead of an if-chain.

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ops import (OPS, PRIMITIVES, Depthwise, DilConv, FactorizedReduce, Pointwise, Pool,
-                  ReLUConvBN, SepConv, check_primitives)
+from .ops import (OPS, PRIMITIVES, BatchNorm, Depthwise, DilConv, FactorizedReduce, Pointwise,
+                  Pool, ReLUConvBN, SepConv, check_primitives)
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class NetConfig:
     cpu_pointwise_matmul: bool = True  # CPU 1x1 convs as one batched matmul (ops.py)
     cpu_depthwise_grad_channels_last: bool = True  # CPU 5x5 depthwise weight grads (ops.py)
     share_relu: bool = True     # one ReLU per cell state for all the convolutions reading it
+    batchnorm_unit_affine: bool = False  # non-affine BatchNorm as weight 1, bias 0 (ops.py)
 
 
 class MixedOp(nn.Module):
@@ -150,6 +151,8 @@ class SuperNet(nn.Module):
                 module.share_relu = module.share_relu and config.share_relu
             if isinstance(module, Pointwise):
                 module.as_matmul = config.cpu_pointwise_matmul
+            if isinstance(module, BatchNorm):
+                module.unit_affine = config.batchnorm_unit_affine
 
         # Architecture parameters, one tensor (edges x ops) per component, initialised as DARTS.
         shape = (num_edges(nodes), len(primitives))

@@ -48,6 +48,7 @@ class Speed:
     share_relu: bool = True         # one ReLU per cell state for every convolution reading it
     cuda_graph: bool = False        # CUDA: capture the whole search step once, replay it per step
     tf32: bool = False              # CUDA: TF32 convolutions and matmuls (10-bit mantissa)
+    batchnorm_unit_affine: bool = False  # non-affine BatchNorm as weight 1, bias 0: cuDNN's kernel
 
     @staticmethod
     def default_for(device: torch.device) -> Speed:

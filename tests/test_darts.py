@@ -7,7 +7,7 @@ from torch.func import functional_call
 
 from hls import experiments, genotype, runs
 from hls.architect import Architect
-from hls.ops import Depthwise, Pointwise, Pool, dilated_depthwise
+from hls.ops import BatchNorm, Depthwise, Pointwise, Pool, dilated_depthwise
 from hls.supernet import NetConfig, SuperNet
 
 SMALL_OPS = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_3x3")
@@ -148,6 +148,27 @@ def test_depthwise_weight_grad_through_channels_last(size):
                                                         1, 2, 1, 8), rtol=1e-5, atol=1e-5)
         for got, want in zip(torch.autograd.grad(y, (x, conv.weight), g), ref):
             assert ((got.double() - want).norm() / want.norm()).item() < 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_batchnorm_as_unit_affine_is_the_same_function(dtype):
+    torch.manual_seed(0)
+    plain, unit = BatchNorm(6).to(dtype), BatchNorm(6).to(dtype)
+    unit.unit_affine = True
+    assert plain.state_dict().keys() == unit.state_dict().keys()   # checkpoints unchanged
+    x = torch.randn(8, 6, 5, 5, dtype=dtype) * 3 + 1
+    g = torch.randn_like(x)
+    outputs = []
+    for bn in (plain, unit):
+        xx = x.clone().requires_grad_()
+        y = bn(xx)
+        y.backward(g)
+        bn.eval()
+        outputs.append((y, xx.grad, bn(x), bn.running_mean, bn.running_var,
+                        bn.num_batches_tracked))
+    tol = 1e-12 if dtype == torch.float64 else 1e-6
+    for a, b in zip(*outputs):
+        assert torch.allclose(a.double(), b.double(), rtol=tol, atol=tol)
 
 
 def test_alphas_and_weights_are_separate():
