@@ -69,6 +69,18 @@ def test_chapter_shows_provenance_and_glued_conclusions(chapter):
     assert not any(re.search(r"get_run|Search\(|torch\.", c) for c in code)
 
 
+@pytest.mark.parametrize("page, row_start, sep", [
+    ("book/intro.md", "| `cpu`", " = "), ("README.md", "| `cpu`", "=")])
+def test_the_cpu_profile_is_described_as_it_is(page, row_start, sep):
+    from hls.experiments import PROFILES
+    fields = PROFILES["cpu"]["fields"]
+    text = (Path(__file__).parents[1] / page).read_text()
+    row = next(line for line in text.splitlines() if line.startswith(row_start))
+    for words in (f"C{sep}{fields['channels']}", f"{fields['layers']} cells of {fields['nodes']} nodes",
+                  f"{fields['epochs']} first-order epochs", f"lr {fields['lr']}"):
+        assert words in row, (page, words)
+
+
 def test_book_folder_uses_the_top_level_config_and_toc():
     for name in ("_config.yml", "_toc.yml"):
         assert (book.BOOK / name).resolve() == (book.ROOT / name).resolve()
