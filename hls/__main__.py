@@ -161,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--check", action="store_true",
                     help="instead: does the fast path compute the same step as the exact one?")
     sp.add_argument("--compile", action="store_true", help="with --check: torch.compile too")
+    sp.add_argument("--data", choices=["synthetic", "real"], default="synthetic",
+                    help="with --check: random images, or CIFAR-10-LT (decoded once)")
     sp.add_argument("--levers", action="store_true",
                     help="instead: the default step with each speed lever turned off alone")
     sp.add_argument("--rounds", type=int, default=2, help="with --levers: interleaved rounds")

@@ -2,8 +2,8 @@
 # The GPU check (issue 7): the benchmark, the fast path's agreement with the exact one, what each
 # lever buys, where the step's device time goes, and a 2-epoch paper-size run, on one CUDA
 # device, installing nothing beyond the project. About 7 minutes on one H200 (2026-11-28: bench
-# 90 s, check 35 s, levers 100 s, trace 55 s, data 11 s, the run 132 s); each part has its own
-# time limit, so one that hangs or fails leaves the others' output.
+# 90 s, check 35 s, levers 100 s, trace 55 s, decoding the data 11 s, the run 132 s); each part
+# has its own time limit, so one that hangs or fails leaves the others' output.
 #   HLS_DATA_SOURCE=/path/to/cifar10-jpeg.tar.gz bash scripts/gpu_check.sh [PART ...]
 # PART: bench, check, levers, trace, run (default: all five, in that order). RUN_SET: the run's
 # settings, default "epochs=2 order=1": the paper profile is second order, 2.7x slower a step,
@@ -22,7 +22,7 @@ want() { [[ " $PARTS " == *" $1 "* ]]; }
 $PY -c "import torch; print('torch', torch.__version__, '|', torch.cuda.get_device_name())"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader || true
 want bench && part 170 $PY -m hls bench --device cuda --sizes paper cpu --orders 1 2 --repeats 5
-want check && part 100 $PY -m hls bench --check --device cuda
+want check && part 100 $PY -m hls bench --check --device cuda --data real
 want levers && part 150 $PY -m hls bench --levers --device cuda --sizes paper --rounds 1 --repeats 5
 want trace && part 120 $PY -m hls bench --trace --device cuda --sizes paper --orders 1 --repeats 1
 if want run; then
