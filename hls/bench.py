@@ -247,7 +247,7 @@ def step_agreement(device: torch.device, fast: Speed, config: RunConfig | None =
     config = config or RunConfig(method="darts_bbn", bilateral=True, channels=8, layers=5,
                                  nodes=3, batch_size=32)
     exact = Speed.textbook()
-    data = data or synthetic_data(256, 256, device)
+    data = data if data is not None else synthetic_data(256, 256, device)
     out = {}
     for name, speed in (("exact", exact), ("fast", fast)):
         search = Search(config, data, device, speed)
