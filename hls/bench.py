@@ -24,14 +24,14 @@ import gc
 import resource
 import statistics
 import time
-import warnings
 
 import torch
 
 from . import experiments
 from .config import RunConfig
 from .data import Augmenter, LongTailData, Split
-from .train import GraphedStep, Search, Speed, resolve_device, tf32_allowed
+from .train import (GraphedStep, Search, Speed, resolve_device, running_uncaptured,
+                    tf32_allowed)
 
 PEAK_BANDWIDTH = {"H100": 3.35e12, "H200": 4.8e12, "A100": 2.0e12, "A6000": 0.768e12}
 
@@ -58,6 +58,12 @@ def bench_config(size: str, device: torch.device, order: int) -> RunConfig:
         return RunConfig(method="darts_bbn", bilateral=True, **{**fields, "order": order})
     fields = dict(experiments.PROFILES["cpu"]["fields"])
     return RunConfig(method="darts_bbn", bilateral=True, **{**fields, "order": order})
+
+
+def bench_data(config: RunConfig, device) -> LongTailData:
+    """Enough synthetic images for a few steps of every sampler at this config's batch size."""
+    n = max(4 * config.batch_size, 512)
+    return synthetic_data(n, n, device)
 
 
 def images_per_step(config: RunConfig) -> int:
@@ -120,8 +126,7 @@ def release_memory(device: torch.device) -> None:
 def measure(size: str, order: int, device: torch.device, speed: Speed, repeats: int) -> dict:
     release_memory(device)
     config = bench_config(size, device, order)
-    data = synthetic_data(max(4 * config.batch_size, 512), max(4 * config.batch_size, 512), device)
-    search = Search(config, data, device, speed)
+    search = Search(config, bench_data(config, device), device, speed)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = time_steps(search, repeats)
@@ -183,21 +188,19 @@ def levers(args) -> None:
     default = Speed.default_for(device)
     variants = {"default": default}
     for field in dataclasses.fields(Speed):
-        if field.name.startswith("cpu_") and device.type != "cpu":
+        name, on = field.name, getattr(default, field.name)
+        if name.startswith("cpu_") and device.type != "cpu":
             continue                            # no-ops off the CPU
-        if getattr(default, field.name) is True:
-            variants[f"without {field.name}"] = dataclasses.replace(default, **{field.name: False})
-    if device.type == "cuda":                   # and each lever that is off, turned on
-        for field in dataclasses.fields(Speed):
-            if getattr(default, field.name) is False and field.name != "compile":
-                variants[f"with {field.name}"] = dataclasses.replace(default, **{field.name: True})
+        if on:
+            variants[f"without {name}"] = dataclasses.replace(default, **{name: False})
+        elif device.type == "cuda" and name != "compile":   # on CUDA, each lever that is off
+            variants[f"with {name}"] = dataclasses.replace(default, **{name: True})
     variants["textbook"] = Speed.textbook()
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"median of {args.rounds} x {args.repeats} steps, first order")
     for size in args.sizes:
         config = bench_config(size, device, 1)
-        data = synthetic_data(max(4 * config.batch_size, 512), max(4 * config.batch_size, 512),
-                              device)
+        data = bench_data(config, device)
         times = {name: [] for name in variants}
         for _ in range(args.rounds):
             for name, speed in variants.items():
@@ -218,8 +221,7 @@ def trace(args) -> None:
     device = resolve_device(args.device)
     speed = dataclasses.replace(Speed.default_for(device), cuda_graph=False)
     config = bench_config(args.sizes[0], device, args.orders[0])
-    data = synthetic_data(max(4 * config.batch_size, 512), max(4 * config.batch_size, 512), device)
-    search = Search(config, data, device, speed)
+    search = Search(config, bench_data(config, device), device, speed)
     time_steps(search, repeats=0)               # warm-up
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
@@ -227,6 +229,23 @@ def trace(args) -> None:
     key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     print(f"{args.sizes[0]} size, order {args.orders[0]}, {args.repeats} steps, {speed}")
     print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60))
+
+
+# the checks' network: small, but every kind of cell, op and head of the real one
+CHECK_CONFIG = RunConfig(method="darts_bbn", bilateral=True, channels=8, layers=5, nodes=3,
+                         batch_size=32)
+
+
+def search_with_drawn_alphas(config: RunConfig, data: LongTailData, device: torch.device,
+                             speed: Speed) -> Search:
+    """A search whose alphas are drawn from N(0, 1) with a fixed seed, away from their
+    near-zero initialisation (see step_agreement)."""
+    search = Search(config, data, device, speed)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for a in search.net.alphas.values():
+            a.copy_(torch.randn(a.shape, generator=g))
+    return search
 
 
 def step_agreement(device: torch.device, fast: Speed, config: RunConfig | None = None,
@@ -244,17 +263,11 @@ def step_agreement(device: torch.device, fast: Speed, config: RunConfig | None =
     the same weight and the alpha gradient is a difference of nearly equal numbers, which no
     two float32 orderings reproduce to 1e-2. TF32 follows each Speed (the exact path: off).
     """
-    config = config or RunConfig(method="darts_bbn", bilateral=True, channels=8, layers=5,
-                                 nodes=3, batch_size=32)
-    exact = Speed.textbook()
+    config = config or CHECK_CONFIG
     data = data if data is not None else synthetic_data(256, 256, device)
     out = {}
-    for name, speed in (("exact", exact), ("fast", fast)):
-        search = Search(config, data, device, speed)
-        g = torch.Generator().manual_seed(1)
-        with torch.no_grad():
-            for a in search.net.alphas.values():
-                a.copy_(torch.randn(a.shape, generator=g))
+    for name, speed in (("exact", Speed.textbook()), ("fast", fast)):
+        search = search_with_drawn_alphas(config, data, device, speed)
         train_batch, val_batch = search.streams.next("train"), search.streams.next("val")
         loss_fn = lambda b, s=search: s.objective(s.net, b, 0.5)[0]  # noqa: E731
         with tf32_allowed(speed.tf32):
@@ -283,20 +296,15 @@ def trajectory_agreement(device: torch.device, fast: Speed, reference: Speed,
     `make_stepper(search)` replaces the fast search's stepper (the tests' stand-in graph),
     `make_reference_stepper(search)` the reference's.
     """
-    config = config or RunConfig(method="darts_bbn", bilateral=True, channels=8, layers=5,
-                                 nodes=3, batch_size=32)
+    config = config or CHECK_CONFIG
     data = synthetic_data(256, 256, device)
     runs = {}
     with _deterministic():
         for name, speed in (("reference", reference), ("fast", fast)):
-            search = Search(config, data, device, speed)
+            search = search_with_drawn_alphas(config, data, device, speed)
             make = make_stepper if name == "fast" else make_reference_stepper
             if make is not None:
                 search.stepper = make(search)
-            g = torch.Generator().manual_seed(1)
-            with torch.no_grad():
-                for a in search.net.alphas.values():
-                    a.copy_(torch.randn(a.shape, generator=g))
             before = [w.detach().clone() for w in search.weights]
             s = search.schedule(0)
             search._set_learning_rates(s)
@@ -350,20 +358,19 @@ def check(args) -> None:
     print(f"fast path vs exact (float32, NCHW, every op computed), one search step on {device}, "
           f"{args.data} data")
     for name, speed in levers.items():
-        rel = step_agreement(device, speed, data=data)
-        worst = max(rel.values())
-        detail = ", ".join(f"{k} {v:.1e}" for k, v in rel.items())
-        print(f"  {name:<22} worst {worst:.1e} {'OK  ' if worst < 1e-2 else 'FAIL'} ({detail})")
+        print(f"  {name:<22} {_verdict(step_agreement(device, speed, data=data))}")
     if device.type == "cuda":
         graphed = Speed.default_for(device)
         steps = 6
         # the reference is the same search stepping eagerly: the same (capturable) Adam
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*capturable.*")
+        with running_uncaptured():
             rel = trajectory_agreement(device, graphed, graphed, steps,
                                        make_reference_stepper=lambda search: search.step)
-        worst = max(rel.values())
-        detail = ", ".join(f"{k} {v:.1e}" for k, v in rel.items())
         print(f"cuda_graph vs eager, {steps} whole steps (3 eager warm-up, capture, replays), "
-              f"deterministic kernels:\n  worst {worst:.1e} {'OK  ' if worst < 1e-2 else 'FAIL'}"
-              f" ({detail})", flush=True)
+              f"deterministic kernels:\n  {_verdict(rel)}", flush=True)
+
+
+def _verdict(rel: dict) -> str:
+    worst = max(rel.values())
+    detail = ", ".join(f"{k} {v:.1e}" for k, v in rel.items())
+    return f"worst {worst:.1e} {'OK  ' if worst < 1e-2 else 'FAIL'} ({detail})"

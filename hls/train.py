@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, fields, replace
 
 import torch
@@ -223,6 +223,14 @@ class CudaGraph:
         return self.outputs
 
 
+@contextmanager
+def running_uncaptured():
+    """A capturable optimiser stepping outside a graph warns; in warm-up steps that is intended."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*capturable.*")
+        yield
+
+
 class GraphedStep:
     """A search step that is captured once and then replayed with each new pair of batches.
 
@@ -247,8 +255,7 @@ class GraphedStep:
     def __call__(self, train_batch, val_batch, s: dict):
         if self.eager_calls < self.warmup:
             self.eager_calls += 1
-            with warnings.catch_warnings():     # "capturable=True but run uncaptured": intended
-                warnings.filterwarnings("ignore", message=".*capturable.*")
+            with running_uncaptured():
                 return self._on_side_stream(lambda: self.step(train_batch, val_batch, s))
         if self.captured is None or s != self.schedule:
             self._capture(train_batch, val_batch, s)
