@@ -7,7 +7,13 @@ STAMP   := $(VENV)/.installed
 
 .PHONY: setup book test reproduce bench clean-book
 
+# torch's CUDA wheels make the environment about 6 GB: say so before pip runs out of disk.
+NEED_GB := 8
+
 $(STAMP): pyproject.toml
+	@free=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); \
+	if [ ! -x $(BIN)/python ] && [ "$$free" -lt $(NEED_GB) ]; then \
+	  echo "error: $$free GB free here, the environment needs about $(NEED_GB) GB; free disk space and rerun" >&2; exit 2; fi
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[book,test]'
