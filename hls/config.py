@@ -31,6 +31,8 @@ class RunConfig:
     test_per_class: int | None = None       # None: the whole balanced test set
     val_curve_images: int | None = None     # per-epoch validation curve on the first n val
                                             # images (None: all); mu is always chosen on all
+    augment_pad: int = 4                    # random crop from a zero-padded image (DARTS: 4);
+                                            # 0: flips only
     # search space
     channels: int = 16
     layers: int = 8
@@ -121,6 +123,8 @@ def validate(c: RunConfig) -> None:
     for name in ("epochs", "batch_size", "channels", "layers", "nodes", "eval_batch_size"):
         if getattr(c, name) < 1:
             bad(f"{name} must be >= 1 (got {getattr(c, name)})")
+    if not 0 <= c.augment_pad <= 16:
+        bad(f"augment_pad must be in [0, 16] pixels (got {c.augment_pad}); DARTS uses 4")
     if c.stem_stride not in (1, 2):
         bad(f"stem_stride must be 1 or 2 (got {c.stem_stride})")
     if c.layers < 3:

@@ -347,7 +347,7 @@ def make_sampler(name: str, labels: torch.Tensor, batch_size: int, seed: int) ->
 
 
 class Augmenter:
-    """4-pixel zero padding + random 32x32 crop, random horizontal flip, normalisation.
+    """Zero padding (`pad` pixels) + random 32x32 crop, random horizontal flip, normalisation.
 
     Works on a whole uint8 batch at once with a seeded generator on the batch's device.
     """

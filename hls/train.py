@@ -181,7 +181,7 @@ class Streams:
             split: [make_sampler(name, getattr(data, split).labels, b, seed * 1000 + 10 * k + i)
                     for i, name in enumerate(names)]
             for k, split in enumerate(("train", "val"))}
-        self.augment = Augmenter(device, seed)
+        self.augment = Augmenter(device, seed, pad=config.augment_pad)
 
     def next(self, split: str):
         """(x, y) per sampler, flattened: (x, y) or (x_ins, y_ins, x_cls, y_cls)."""

@@ -77,7 +77,8 @@ def test_the_cpu_profile_is_described_as_it_is(page, row_start, sep):
     text = (Path(__file__).parents[1] / page).read_text()
     row = next(line for line in text.splitlines() if line.startswith(row_start))
     for words in (f"C{sep}{fields['channels']}", f"{fields['layers']} cells of {fields['nodes']} nodes",
-                  f"{fields['epochs']} first-order epochs", f"lr {fields['lr']}"):
+                  f"{fields['epochs']} first-order epochs", f"lr {fields['lr']}",
+                  "flips only (no crops)" if fields["augment_pad"] == 0 else f"crops from {fields['augment_pad']}-pixel padding"):
         assert words in row, (page, words)
 
 

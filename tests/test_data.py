@@ -144,6 +144,18 @@ def test_augmentation_really_flips_and_crops():
     assert any(f for _, f in same)
 
 
+def test_augmentation_without_padding_only_flips():
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(1, 256, (256, 3, 32, 32), dtype=torch.uint8, generator=g)
+    aug = Augmenter("cpu", seed=0, pad=0)
+    out = aug(images)
+    plain, flipped = aug.normalize(images), aug.normalize(images.flip(3))
+    is_plain = (out == plain).flatten(1).all(1)
+    is_flipped = (out == flipped).flatten(1).all(1)
+    assert torch.all(is_plain | is_flipped)
+    assert 80 < int(is_flipped.sum()) < 176          # about half, 256 fair coins
+
+
 def test_damaged_cache_is_decoded_again(tmp_path, monkeypatch):
     monkeypatch.setenv("HLS_HOME", str(tmp_path))
     folder = tmp_path / "cifar10"

@@ -109,6 +109,7 @@ def cli(*args, env=None):
     (["run", "darts", "--profile", "smoke", "--set", "ratio=0.5"], "ratio must be >= 1"),
     (["run", "darts", "--profile", "smoke", "--set", "batch_size=100000"], "larger than the split"),
     (["run", "darts", "--profile", "smoke", "--set", "epoch=3"], "unknown setting 'epoch'"),
+    (["run", "darts", "--profile", "smoke", "--set", "augment_pad=-1"], "augment_pad must be"),
     (["run", "darts", "--profile", "smoke", "--device", "cuda"], "no CUDA device"),
     (["run", "darts", "--profile", "smoke", "--speed", "graph=off"], "unknown speed lever"),
     (["run", "darts", "--profile", "smoke", "--speed", "cuda_graph=maybe"], "takes on or off"),
