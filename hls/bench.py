@@ -249,7 +249,7 @@ def search_with_drawn_alphas(config: RunConfig, data: LongTailData, device: torc
 
 
 def step_agreement(device: torch.device, fast: Speed, config: RunConfig | None = None,
-                   data: LongTailData | None = None) -> dict:
+                   data: LongTailData | None = None, dtype: torch.dtype = torch.float32) -> dict:
     """Relative error of the training loss and of every alpha gradient, fast path vs exact,
     for one search step from identical state (same seed, same batches).
 
@@ -262,13 +262,20 @@ def step_agreement(device: torch.device, fast: Speed, config: RunConfig | None =
     The alphas are first drawn away from their near-zero initialisation: at init every op has
     the same weight and the alpha gradient is a difference of nearly equal numbers, which no
     two float32 orderings reproduce to 1e-2. TF32 follows each Speed (the exact path: off).
+
+    `dtype=torch.float64` runs both paths in double precision, which tells the two causes of a
+    disagreement apart: a lever that computes the same function agrees to about 1e-15 there,
+    one with a bug does not. (Precision levers, bf16 and TF32, act on float32 only.)
     """
     config = config or CHECK_CONFIG
     data = data if data is not None else synthetic_data(256, 256, device)
     out = {}
     for name, speed in (("exact", Speed.textbook()), ("fast", fast)):
         search = search_with_drawn_alphas(config, data, device, speed)
-        train_batch, val_batch = search.streams.next("train"), search.streams.next("val")
+        search.net.to(dtype)     # in place: the optimisers keep their parameters
+        train_batch, val_batch = (tuple(t.to(dtype) if t.is_floating_point() else t
+                                        for t in search.streams.next(split))
+                                  for split in ("train", "val"))
         loss_fn = lambda b, s=search: s.objective(s.net, b, 0.5)[0]  # noqa: E731
         with tf32_allowed(speed.tf32):
             grads = search.architect.gradient(loss_fn, val_batch, order=1)
@@ -357,8 +364,13 @@ def check(args) -> None:
         data = load_long_tailed("cifar10", 100, seed=0, device=device)
     print(f"fast path vs exact (float32, NCHW, every op computed), one search step on {device}, "
           f"{args.data} data")
+    precision_levers = ("bf16 autocast", "tf32")
     for name, speed in levers.items():
-        print(f"  {name:<22} {_verdict(step_agreement(device, speed, data=data))}")
+        line = _verdict(step_agreement(device, speed, data=data))
+        if name not in precision_levers:   # the same function? (see step_agreement)
+            worst = max(step_agreement(device, speed, data=data, dtype=torch.float64).values())
+            line += f"; in float64 worst {worst:.0e}"
+        print(f"  {name:<22} {line}", flush=True)
     if device.type == "cuda":
         graphed = Speed.default_for(device)
         steps = 6
