@@ -264,7 +264,7 @@ def step_agreement(device: torch.device, fast: Speed, config: RunConfig | None =
     two float32 orderings reproduce to 1e-2. TF32 follows each Speed (the exact path: off).
 
     `dtype=torch.float64` runs both paths in double precision, which tells the two causes of a
-    disagreement apart: a lever that computes the same function agrees to about 1e-15 there,
+    disagreement apart: a lever that computes the same function agrees to 1e-15 or better there,
     one with a bug does not. (Precision levers, bf16 and TF32, act on float32 only.)
     """
     config = config or CHECK_CONFIG
