@@ -269,19 +269,28 @@ def step_agreement(device: torch.device, fast: Speed, config: RunConfig | None =
     """
     config = config or CHECK_CONFIG
     data = data if data is not None else synthetic_data(256, 256, device)
-    out = {}
-    for name, speed in (("exact", Speed.textbook()), ("fast", fast)):
-        search = search_with_drawn_alphas(config, data, device, speed)
-        search.net.to(dtype)     # in place: the optimisers keep their parameters
-        train_batch, val_batch = (tuple(t.to(dtype) if t.is_floating_point() else t
-                                        for t in search.streams.next(split))
-                                  for split in ("train", "val"))
-        loss_fn = lambda b, s=search: s.objective(s.net, b, 0.5)[0]  # noqa: E731
-        with tf32_allowed(speed.tf32):
-            grads = search.architect.gradient(loss_fn, val_batch, order=1)
-            loss = loss_fn(train_batch).detach().float()
-        out[name] = (loss, {k: v.float() for k, v in grads.items()})
-    (l0, g0), (l1, g1) = out["exact"], out["fast"]
+    exact = step_result(device, Speed.textbook(), config, data, dtype)
+    return relative_errors(exact, step_result(device, fast, config, data, dtype))
+
+
+def step_result(device: torch.device, speed: Speed, config: RunConfig, data: LongTailData,
+                dtype: torch.dtype = torch.float32) -> tuple:
+    """(training loss, alpha gradients) of one search step from the checks' drawn state."""
+    search = search_with_drawn_alphas(config, data, device, speed)
+    search.net.to(dtype)     # in place: the optimisers keep their parameters
+    train_batch, val_batch = (tuple(t.to(dtype) if t.is_floating_point() else t
+                                    for t in search.streams.next(split))
+                              for split in ("train", "val"))
+    loss_fn = lambda b: search.objective(search.net, b, 0.5)[0]  # noqa: E731
+    with tf32_allowed(speed.tf32):
+        grads = search.architect.gradient(loss_fn, val_batch, order=1)
+        loss = loss_fn(train_batch).detach()
+    # compared in double: a float32 cast would hide float64 differences below 1e-7
+    return loss.double(), {k: v.double() for k, v in grads.items()}
+
+
+def relative_errors(exact: tuple, fast: tuple) -> dict:
+    (l0, g0), (l1, g1) = exact, fast
     rel = {"loss": ((l1 - l0).abs() / l0.abs()).item()}
     rel.update({f"grad {k}": ((g1[k] - g0[k]).norm() / g0[k].norm()).item() for k in g0})
     return rel
@@ -364,11 +373,15 @@ def check(args) -> None:
         data = load_long_tailed("cifar10", 100, seed=0, device=device)
     print(f"fast path vs exact (float32, NCHW, every op computed), one search step on {device}, "
           f"{args.data} data")
-    precision_levers = ("bf16 autocast", "tf32")
+    data = data if data is not None else synthetic_data(256, 256, device)
+    dtypes = (torch.float32, torch.float64)   # float64: the same function? (step_agreement)
+    exact = {d: step_result(device, Speed.textbook(), CHECK_CONFIG, data, d) for d in dtypes}
     for name, speed in levers.items():
-        line = _verdict(step_agreement(device, speed, data=data))
-        if name not in precision_levers:   # the same function? (see step_agreement)
-            worst = max(step_agreement(device, speed, data=data, dtype=torch.float64).values())
+        fast = step_result(device, speed, CHECK_CONFIG, data)
+        line = _verdict(relative_errors(exact[torch.float32], fast))
+        if not (speed.amp_bf16 or speed.tf32):   # precision levers act on float32 only
+            fast = step_result(device, speed, CHECK_CONFIG, data, torch.float64)
+            worst = max(relative_errors(exact[torch.float64], fast).values())
             line += f"; in float64 worst {worst:.0e}"
         print(f"  {name:<22} {line}", flush=True)
     if device.type == "cuda":
