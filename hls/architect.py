@@ -8,6 +8,7 @@ same network and undone afterwards: no second copy is built per step.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Callable
 
 import torch
@@ -46,14 +47,14 @@ class Architect:
                  weight_optimizer=None) -> dict[str, torch.Tensor]:
         names, alphas = list(self.alphas), list(self.alphas.values())
         if order == 1:
-            return dict(zip(names, _grad(loss_fn(val_batch), alphas)))
+            return dict(zip(names, self._grad(loss_fn, val_batch, alphas)))
         if order != 2:
             raise ValueError(f"order must be 1 or 2 (got {order})")
         weights = [w for w in self.net.weight_parameters() if w.requires_grad]
         saved = [w.detach().clone() for w in weights]
 
         # virtual step w' = w - xi * (momentum * buf + g + wd * w), as the weight optimiser would
-        g_train = _grad(loss_fn(train_batch), weights)
+        g_train = self._grad(loss_fn, train_batch, weights)
         momentum, wd, buffers = _sgd_terms(weight_optimizer, weights)
         with torch.no_grad():
             for w, g, buf in zip(weights, g_train, buffers):
@@ -63,7 +64,7 @@ class Architect:
                 w.sub_(xi * step)
 
         # gradient of L_val at w' with respect to alpha (direct term) and w' (for the HVP)
-        grads = _grad(loss_fn(val_batch), alphas + weights)
+        grads = self._grad(loss_fn, val_batch, alphas + weights)
         d_alpha, d_w = grads[:len(alphas)], grads[len(alphas):]
 
         # finite differences: (grad_a L_train(w + eps v) - grad_a L_train(w - eps v)) / (2 eps)
@@ -71,22 +72,49 @@ class Architect:
         with torch.no_grad():
             for w, s, v in zip(weights, saved, d_w):
                 w.copy_(s + eps * v)
-        g_plus = _grad(loss_fn(train_batch), alphas)
+        g_plus = self._grad(loss_fn, train_batch, alphas)
         with torch.no_grad():
             for w, s, v in zip(weights, saved, d_w):
                 w.copy_(s - eps * v)
-        g_minus = _grad(loss_fn(train_batch), alphas)
+        g_minus = self._grad(loss_fn, train_batch, alphas)
         with torch.no_grad():
             for w, s in zip(weights, saved):
                 w.copy_(s)
         return {name: d - xi * (gp - gm) / (2 * eps)
                 for name, d, gp, gm in zip(names, d_alpha, g_plus, g_minus)}
 
+    def _grad(self, loss_fn, batch, params) -> list[torch.Tensor]:
+        """d loss / d params on `batch`, the loss built with every other parameter held fixed.
+
+        autograd.grad alone would skip most of the other gradients, but not inside a custom
+        autograd Function, which only sees requires_grad (ops.py's depthwise one would compute
+        a weight gradient in every first-order architecture step), and the graph would keep
+        tensors that only those gradients read. The numbers are the same either way.
+        """
+        wanted = {id(p) for p in params}
+        with held_fixed(p for p in self.net.parameters() if id(p) not in wanted):
+            loss = loss_fn(batch)
+        return _grad(loss, params)
+
     def state_dict(self) -> dict:
         return self.optimizer.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state)
+
+
+@contextmanager
+def held_fixed(params):
+    """Build a loss inside this block with these parameters as constants: requires_grad is off
+    while the graph is recorded (that decides what its backward computes), then restored."""
+    held = [p for p in params if p.requires_grad]
+    for p in held:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in held:
+            p.requires_grad_(True)
 
 
 def _grad(loss, params):

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from . import genotype as gt
-from .architect import Architect
+from .architect import Architect, held_fixed
 from .config import ConfigError, RunConfig
 from .data import Augmenter, LongTailData, make_sampler
 from .schedules import cosine_lr, hls_factor, mixing_ratio
@@ -39,7 +39,7 @@ class Speed:
     """Levers that change speed, not the mathematics (not part of a run's identity)."""
     channels_last: bool = False
     amp_bf16: bool = False          # bf16 autocast; CUDA only
-    compile: bool = False           # torch.compile the network's backbone and heads
+    compile: bool = False           # torch.compile each cell and head (slower on 2 CPU cores)
     skip_none: bool = True          # leave the exactly-zero `none` op out of the mixed ops
     dilation_as_phases: bool = True  # dilated convs as dense convs on polyphase sub-images
     cpu_fast_pools: bool = True     # CPU pooling: max via channels_last, average as a box conv
@@ -61,7 +61,8 @@ class Speed:
         # the CPU the kernels that replace oneDNN's slow NCHW ones (pooling, 1x1 convs, 5x5
         # depthwise weight gradients). On CUDA the step is captured as one graph: at the
         # paper's size it launches tens of thousands of small kernels, and an eager H100 step
-        # used 3% of the memory bandwidth.
+        # used 3% of the memory bandwidth. torch.compile stays off: on two CPU cores it took
+        # 20 minutes to compile the paper-size network and then ran slower than these levers.
         return Speed(cuda_graph=device.type == "cuda")
 
     def override(self, settings: dict[str, str]) -> Speed:
@@ -318,8 +319,12 @@ class Search:
         if self.speed.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         if self.speed.compile:      # in place, so state_dict keys and checkpoints are unchanged
+            # static shapes: the cells share one forward, and compiling it for symbolic shapes
+            # failed in Inductor (torch 2.14.1). One compiled entry per cell shape and per kind
+            # of pass (alphas or weights held fixed) is more than dynamo's default limit of 8.
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
             for module in [*self.net.cells, *self.net.heads.values()]:
-                module.compile()
+                module.compile(dynamic=False)
         self.objective = Objective(config, data.train.class_counts,
                                    amp=self.speed.amp_bf16 and device.type == "cuda")
         self.streams = Streams(data, config, device, self.speed.channels_last)
@@ -382,18 +387,13 @@ class Search:
         loss_fn = lambda batch: self.objective(self.net, batch, mu)[0]  # noqa: E731
         norms = self.architect.step(loss_fn, val_batch, train_batch, c.order, s["lr"],
                                     self.weight_optimizer)
-        alphas = list(self.net.alphas.values())
-        trainable = [a.requires_grad for a in alphas]
-        for a in alphas:                    # no gradient is computed for them in this step
-            a.requires_grad_(False)
-        loss, acc = self.objective(self.net, train_batch, mu)
+        with held_fixed(self.net.alphas.values()):     # no alpha gradient in this step
+            loss, acc = self.objective(self.net, train_batch, mu)
         self.weight_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in self.weights if p.grad is not None],
                                        c.grad_clip)
         self.weight_optimizer.step()
-        for a, t in zip(alphas, trainable):
-            a.requires_grad_(t)
         return loss.detach(), acc.detach(), norms
 
     def run_epoch(self, epoch: int, progress=None) -> dict:

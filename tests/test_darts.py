@@ -234,6 +234,32 @@ def test_second_order_restores_the_weights():
     assert all(torch.equal(a, b) for a, b in zip(before, net.weight_parameters()))
 
 
+def test_each_pass_records_only_the_gradients_it_needs():
+    # a pass for the alpha gradient holds the weights fixed and vice versa (the depthwise
+    # Function would otherwise compute weight gradients nobody reads), and all is restored
+    net = tiny_net()
+    train, val = batches()
+    frozen = net.weight_parameters()[0]
+    frozen.requires_grad_(False)
+    alphas, weights = list(net.alphas.values()), net.weight_parameters()[1:]
+    passes = []
+
+    def recording(batch):
+        passes.append((all(a.requires_grad for a in alphas),
+                       all(w.requires_grad for w in weights),
+                       any(w.requires_grad for w in weights), frozen.requires_grad))
+        return loss_of(net)(batch)
+
+    arch = Architect(net, lr=0.1)
+    arch.gradient(recording, val, order=1)
+    arch.gradient(recording, val, train, order=2, xi=0.1)
+    # (alphas, all weights, any weight, the frozen weight) as each loss was built
+    alpha_only, weight_only, both = (True, False, False, False), (False, True, True, False), \
+        (True, True, True, False)
+    assert passes == [alpha_only, weight_only, both, alpha_only, alpha_only]
+    assert all(p.requires_grad for p in alphas + weights) and not frozen.requires_grad
+
+
 def test_per_component_learning_rate_multiplier():
     net = tiny_net()
     train, val = batches()
