@@ -94,7 +94,14 @@ class Architect:
         wanted = {id(p) for p in params}
         with held_fixed(p for p in self.net.parameters() if id(p) not in wanted):
             loss = loss_fn(batch)
-        return _grad(loss, params)
+        # a frozen or untouched parameter gets an explicit zero
+        live = [p for p in params if p.requires_grad]
+        grads = iter(torch.autograd.grad(loss, live, allow_unused=True))
+        out = []
+        for p in params:
+            g = next(grads) if p.requires_grad else None
+            out.append(torch.zeros_like(p) if g is None else g)
+        return out
 
     def state_dict(self) -> dict:
         return self.optimizer.state_dict()
@@ -115,17 +122,6 @@ def held_fixed(params):
     finally:
         for p in held:
             p.requires_grad_(True)
-
-
-def _grad(loss, params):
-    """d loss / d params, with an explicit zero for a frozen or untouched parameter."""
-    live = [p for p in params if p.requires_grad]
-    grads = iter(torch.autograd.grad(loss, live, allow_unused=True))
-    out = []
-    for p in params:
-        g = next(grads) if p.requires_grad else None
-        out.append(torch.zeros_like(p) if g is None else g)
-    return out
 
 
 def _sgd_terms(optimizer, weights):

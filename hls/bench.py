@@ -367,13 +367,13 @@ def check(args) -> None:
         levers["batchnorm_unit_affine"] = Speed(batchnorm_unit_affine=True)
     if args.compile:
         levers["torch.compile"] = Speed(compile=True)
-    data = None                               # synthetic: random pixels and labels
     if args.data == "real":
         from .data import load_long_tailed
         data = load_long_tailed("cifar10", 100, seed=0, device=device)
+    else:                                     # random pixels and labels
+        data = synthetic_data(256, 256, device)
     print(f"fast path vs exact (float32, NCHW, every op computed), one search step on {device}, "
           f"{args.data} data")
-    data = data if data is not None else synthetic_data(256, 256, device)
     dtypes = (torch.float32, torch.float64)   # float64: the same function? (step_agreement)
     exact = {d: step_result(device, Speed.textbook(), CHECK_CONFIG, data, d) for d in dtypes}
     for name, speed in levers.items():
