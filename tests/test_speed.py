@@ -51,6 +51,30 @@ def test_benchmark_step_runs():
     assert len(times) == 1 and times[0] > 0
 
 
+def test_original_darts_baseline_times_the_same_backbone():
+    """scripts/original_darts_step.py, the baseline the CPU target was set against, builds the
+    same backbone as `hls` (the same weights, cell for cell; `hls` adds its head cell) and runs."""
+    import importlib.util
+    import pathlib
+    import subprocess
+    import sys
+    from hls.supernet import NetConfig, SuperNet
+
+    path = pathlib.Path(__file__).parents[1] / "scripts" / "original_darts_step.py"
+    spec = importlib.util.spec_from_file_location("original_darts_step", path)
+    original = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(original)
+    for layers in (3, 8):
+        theirs = original.SearchNetwork(c=16, layers=layers)
+        ours = SuperNet(NetConfig(channels=16, layers=layers))
+        shapes = lambda modules: [tuple(p.shape) for m in modules for p in m.parameters()]
+        assert shapes([theirs.stem, theirs.cells]) == shapes([ours.stem, ours.cells])
+    out = subprocess.run([sys.executable, str(path), "--layers", "3", "--batch", "4",
+                          "--steps", "1", "--warmup", "0"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "C=16 L=3 N=4 batch 4" in out and "median" in out
+
+
 class CallAgain:
     """A CUDA graph's stand-in on the CPU: capture records the function, replay calls it again.
     What it tests is GraphedStep's part: fixed input buffers, outputs, recapture."""
