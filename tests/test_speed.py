@@ -1,12 +1,17 @@
 """The speed levers compute the same search step as the exact path (float32, NCHW, all ops)."""
 
 import dataclasses
+import importlib.util
+import pathlib
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from hls.bench import step_agreement, synthetic_data, time_steps, trajectory_agreement
 from hls.config import RunConfig
+from hls.supernet import NetConfig, SuperNet
 from hls.train import GraphedStep, Search, Speed
 
 TINY = RunConfig(method="darts_bbn", bilateral=True, channels=4, layers=3, nodes=2, batch_size=8)
@@ -54,12 +59,6 @@ def test_benchmark_step_runs():
 def test_original_darts_baseline_times_the_same_backbone():
     """scripts/original_darts_step.py, the baseline the CPU target was set against, builds the
     same backbone as `hls` (the same weights, cell for cell; `hls` adds its head cell) and runs."""
-    import importlib.util
-    import pathlib
-    import subprocess
-    import sys
-    from hls.supernet import NetConfig, SuperNet
-
     path = pathlib.Path(__file__).parents[1] / "scripts" / "original_darts_step.py"
     spec = importlib.util.spec_from_file_location("original_darts_step", path)
     original = importlib.util.module_from_spec(spec)
@@ -67,12 +66,15 @@ def test_original_darts_baseline_times_the_same_backbone():
     for layers in (3, 8):
         theirs = original.SearchNetwork(c=16, layers=layers)
         ours = SuperNet(NetConfig(channels=16, layers=layers))
-        shapes = lambda modules: [tuple(p.shape) for m in modules for p in m.parameters()]
-        assert shapes([theirs.stem, theirs.cells]) == shapes([ours.stem, ours.cells])
+        assert weight_shapes(theirs.stem, theirs.cells) == weight_shapes(ours.stem, ours.cells)
     out = subprocess.run([sys.executable, str(path), "--layers", "3", "--batch", "4",
                           "--steps", "1", "--warmup", "0"],
                          capture_output=True, text=True, check=True).stdout
     assert "C=16 L=3 N=4 batch 4" in out and "median" in out
+
+
+def weight_shapes(*modules):
+    return [tuple(p.shape) for m in modules for p in m.parameters()]
 
 
 class CallAgain:
