@@ -1,11 +1,12 @@
 """Time the original DARTS formulation of a first-order search step, for issues #3 and #7.
 
 Both issues set the CPU target from "the original DARTS code (Liu et al., 2018), ported to
-current PyTorch". This script restates that formulation on its own, without `hls`, so the
-baseline is measured rather than quoted: every op computed (`none` as x * 0), plain nn.Conv2d for
-every convolution (1x1 included), NCHW pooling, the mixed op as a Python sum of weighted outputs,
-and a first-order architecture step that calls `loss.backward()` on the whole network (so it also
-computes every weight gradient, which that code then discards). The search network is the
+current PyTorch". This script restates that formulation without `hls`'s speed levers (it takes
+only the primitive names and the `none` op from `hls.ops`), so the baseline is measured rather
+than quoted: every op computed (`none` as x * 0), plain nn.Conv2d for every convolution (1x1
+included), NCHW pooling, the mixed op as a Python sum of weighted outputs, and a first-order
+architecture step that calls `loss.backward()` on the whole network (so it also computes every
+weight gradient, which that code then discards). The search network is the
 paper's: C=16, 8 cells of 4 nodes, reductions at 1/3 and 2/3, stem multiplier 3, batch 64 of
 random 32x32 images. Compare with `python -m hls bench --device cpu --sizes paper --orders 1`,
 whose "textbook" column is `hls`'s own network with every speed lever off.
@@ -22,8 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-PRIMITIVES = ["none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3",
-              "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5"]
+from hls.ops import PRIMITIVES, Zero   # Zero: the `none` op as x * 0, as the original has it
 
 
 def bn(c):
@@ -43,15 +43,6 @@ def dil_conv(c, kernel, stride, padding, dilation):
 def sep_conv(c, kernel, stride, padding):
     return nn.Sequential(*dil_conv(c, kernel, stride, padding, 1),
                          *dil_conv(c, kernel, 1, padding, 1))
-
-
-class Zero(nn.Module):
-    def __init__(self, stride):
-        super().__init__()
-        self.stride = stride
-
-    def forward(self, x):
-        return x[:, :, ::self.stride, ::self.stride].mul(0.0)
 
 
 class FactorizedReduce(nn.Module):
