@@ -327,7 +327,7 @@ def trajectory_agreement(device: torch.device, fast: Speed, reference: Speed,
             search._set_train_mode()
             per_step = []
             for _ in range(steps):
-                loss, _, norms = search.stepper(search.streams.next("train"),
+                loss, _, norms, _ = search.stepper(search.streams.next("train"),
                                                 search.streams.next("val"), s)
                 per_step.append({"loss": loss.float().clone(),
                                  **{f"grad norm {k}": v.float().clone() for k, v in norms.items()}})

@@ -1,7 +1,9 @@
 """The one configuration type. A paper row is a RunConfig value, never a code path.
 
 A run's identity is the hash of its full config (parent included) and the library version;
-device and speed settings are not part of it, they are recorded beside the result.
+device and speed settings are not part of it, they are recorded beside the result. VERSION
+changes whenever a change to the code changes the numbers a config produces (README, "When a
+change must change run identity").
 """
 
 from __future__ import annotations
@@ -9,12 +11,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 
 from .ops import PRIMITIVES, check_primitives
 from .schedules import MIXING
 
-VERSION = "0.1.0"
+VERSION = "0.2.0"
 
 
 class ConfigError(ValueError):
@@ -28,6 +31,8 @@ class RunConfig:
     dataset: str = "cifar10"
     ratio: float = 100.0
     val_fraction: float = 0.2
+    data_seed: int = 0                      # the long-tailed subset and the 80/20 split: one
+                                            # data set for every run seed (LDAM-DRW, BBN fix it)
     test_per_class: int | None = None       # None: the whole balanced test set
     val_curve_images: int | None = None     # per-epoch validation curve on the first n val
                                             # images (None: all); mu is always chosen on all
@@ -41,15 +46,23 @@ class RunConfig:
     stem_stride: int = 1                    # 2: cells work at 16x16 (the cpu profile's economy)
     # branches (Alg. 1): one head, or the instance and class-balanced heads of BBN
     bilateral: bool = False
+    head_cell: bool = False                 # single branch: a searched normal cell before the
+                                            # classifier (capacity-matched ablation); False is
+                                            # DARTS: L cells, pooling, linear. BBN heads always
+                                            # have their cell (Sec. IV.A)
+    backbone_passes: int = 1                # BBN: 1 = both halves in one pass (Alg. 1 line 6,
+                                            # shared BatchNorm statistics); 2 = one pass each (BBN)
     sampler: str = "instance"               # the single branch's sampler
     rebalance_sampler: str = "class_balanced"  # BBN's re-balancing branch
     reweight: str | None = None             # "class_balanced": Cui et al. effective-number weights
     mixing: str = "parabolic"
+    mixing_index: str = "alg1"              # "alg1": t/T, t = 1..T (mu reaches 0 at t = T);
+                                            # "bbn": (t-1)/T as BBN's code (starts at 1, never 0)
     mixing_k: float = 10.0                  # reverse sigmoid steepness (Eq. 18)
     mixing_value: float = 0.5               # mu of the constant schedule
     hls_tau: float | None = None            # Eq. (17); None: no heterogeneous scheduling
     hls_scope: str = "arch"                 # "arch" or "arch+weights" (the backbone's weights too)
-    freeze_backbone: bool = False           # continued training with the backbone frozen
+    freeze: tuple[str, ...] = ()            # components not trained: "backbone", "ins", "cls"
     # optimisation (Sec. V.A, DARTS defaults elsewhere)
     epochs: int = 50
     steps_per_epoch: int | None = None      # None: one pass of the instance sampler
@@ -65,7 +78,11 @@ class RunConfig:
     order: int = 1                          # 1: first-order DARTS, 2: second-order (Eq. 9)
     eval_batch_size: int = 500
     seed: int = 0
-    # continued training (Sec. V.D): the run this one starts from
+    # continued training (Sec. V.D): the run this one starts from, and how
+    continue_state: str = "carry"           # "carry": the parent's net, optimiser moments and
+                                            # data streams; "restart": its net only
+    continue_lr: str = "hold"               # "hold": weight lr stays where the parent's cosine
+                                            # ended (lr_min); "restart": a new cosine lr -> lr_min
     parent: RunConfig | None = None
 
     def __post_init__(self):
@@ -82,7 +99,7 @@ class RunConfig:
         d = dict(d)
         if d.get("parent") is not None:
             d["parent"] = RunConfig.from_dict(d["parent"])
-        for key in ("primitives", "arch_betas"):
+        for key in ("primitives", "arch_betas", "freeze"):
             if key in d:
                 d[key] = tuple(d[key])
         return RunConfig(**d)
@@ -103,6 +120,11 @@ def validate(c: RunConfig) -> None:
     def bad(msg: str):
         raise ConfigError(msg)
 
+    for f in dataclasses.fields(c):
+        value = getattr(c, f.name)
+        numbers = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+            bad(f"{f.name} must be a finite number (got {value}); set it to a real value")
     if c.ratio < 1:
         bad(f"ratio must be >= 1 (got {c.ratio}); use 1 for the balanced data set")
     if c.hls_tau is not None and c.hls_tau <= 0:
@@ -131,8 +153,19 @@ def validate(c: RunConfig) -> None:
         bad(f"layers must be >= 3 so that both reduction cells exist (got {c.layers})")
     if not 0 < c.val_fraction < 1:
         bad(f"val_fraction must be in (0, 1) (got {c.val_fraction})")
-    if c.freeze_backbone and c.parent is None:
-        bad("freeze_backbone needs a parent run to start from; set parent")
+    if c.freeze and c.parent is None:
+        bad("freeze needs a parent run to start from; set parent")
+    known = {"backbone", *c.heads}
+    if not set(c.freeze) <= known:
+        bad(f"freeze names unknown components {sorted(set(c.freeze) - known)}; "
+            f"choose from {', '.join(sorted(known))}")
+    choices = {"mixing_index": ("alg1", "bbn"), "continue_state": ("carry", "restart"),
+               "continue_lr": ("hold", "restart"), "backbone_passes": (1, 2)}
+    for name, allowed in choices.items():
+        if getattr(c, name) not in allowed:
+            bad(f"{name} must be one of {', '.join(map(str, allowed))} (got {getattr(c, name)!r})")
+    if c.head_cell and c.bilateral:
+        bad("head_cell is for single-branch methods; BBN's heads always have their cell")
     try:
         check_primitives(c.primitives)
     except ValueError as exc:

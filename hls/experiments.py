@@ -19,7 +19,10 @@ K = 10.0    # Eq. (18). "Prolonged soaking" in the instance head, then a rapid s
             # with k = 10, mu > 0.95 until t/T = 0.35 and < 0.05 after t/T = 0.65.
 
 METHODS: dict[str, dict] = {
-    "darts": dict(),
+    "darts": dict(),                        # L cells, global pooling, a linear classifier
+    # capacity-matched ablation: a searched normal cell (own alphas) before the classifier, as
+    # each BBN head has; not a row of the paper
+    "darts_head_cell": dict(head_cell=True),
     "darts_resample": dict(sampler="class_balanced"),
     "darts_reweight": dict(reweight="class_balanced"),
     "darts_bbn": dict(bilateral=True),
@@ -31,13 +34,16 @@ METHODS: dict[str, dict] = {
     "ct_mu0": dict(bilateral=True, hls_tau=TAU, mixing="constant", mixing_value=0.0),
     "ct_mu05": dict(bilateral=True, hls_tau=TAU, mixing="constant", mixing_value=0.5),
     "ct_rs": dict(bilateral=True, hls_tau=TAU, mixing="reverse_sigmoid", mixing_k=K),
+    # "the backbone frozen and solely focusing on the class-sampling head": the instance head
+    # is frozen too (at mu = 0 it has no loss anyway, and so is never stepped)
     "ct_frozen": dict(bilateral=True, hls_tau=TAU, mixing="constant", mixing_value=0.0,
-                      freeze_backbone=True),
+                      freeze=("backbone", "ins")),
 }
 CONTINUED_FROM = {"ct_mu0": "hls", "ct_mu05": "hls", "ct_rs": "hls", "ct_frozen": "hls"}
 
 LABELS = {
     "darts": "DARTS",
+    "darts_head_cell": "DARTS + head cell (ablation)",
     "darts_resample": "DARTS+Re-sampling",
     "darts_reweight": "DARTS+Re-weighting",
     "darts_bbn": "DARTS+BBN",
@@ -86,7 +92,7 @@ PROFILES: dict[str, dict] = {
                     lr=0.05, order=1, val_curve_images=1000, augment_pad=0,
                     primitives=("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
                                 "sep_conv_3x3", "dil_conv_3x3")),
-        seeds=[0], continue_epochs=1, taus=[20.0],
+        seeds=[0], table_seeds=[0, 1, 2], continue_epochs=1, taus=[20.0],
         why="C=16, 3 cells of 2 nodes on 16x16 maps (stride-2 stem), 3x3 ops only, "
             "3 first-order epochs of batch 64, weight lr 0.05, flips without crops (both chosen "
             "on validation)"),

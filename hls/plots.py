@@ -110,6 +110,7 @@ def provenance_table(records, profile: str | None = None) -> pd.DataFrame:
         "profile": f"{profile}: {p['why']}" if p else profile,
         "device": devices(recs),
         "seeds": ", ".join(map(str, seeds(recs))) or "none",
+        "data seed": ", ".join(sorted({str(getattr(r.config, "data_seed", "?")) for r in recs})),
         "runs": f"{len(recs)} ({', '.join(sorted({r.method for r in recs}))})",
         "total compute time": _duration(wall),
         "git commit": ", ".join(commits),
@@ -206,10 +207,12 @@ def summary(records_by_method: Mapping[str, list], paper: Mapping[str, float] | 
         recs = flatten(recs)
         pp = _mean_std([100 * r.eval["paper_protocol"]["acc"] for r in recs])
         vc = _mean_std([100 * r.eval["val_chosen"]["acc"] for r in recs])
+        vp = _mean_std([100 * r.eval["val_chosen_plain"]["acc"] for r in recs])
         mus = [r.eval["val_chosen"]["mu"] for r in recs] if recs and recs[0].eval.get("mu_grid") else []
         row = {"method": method, "label": label(method), "seeds": len(recs),
                "paper_protocol": pp[0], "paper_protocol_std": pp[1],
                "val_chosen": vc[0], "val_chosen_std": vc[1],
+               "val_chosen_plain": vp[0], "val_chosen_plain_std": vp[1],
                "chosen_mu": float(np.mean(mus)) if mus else float("nan"),
                "chosen_mus": ", ".join(f"{m:.1f}" for m in mus) if mus else "–",
                "best_test_mu": ", ".join(f"{r.eval['paper_protocol']['mu']:.1f}" for r in recs)
@@ -241,6 +244,29 @@ def accuracy_table(records_by_method: Mapping[str, list], paper: Mapping[str, fl
         "paper (%)": [fmt(v) if math.isfinite(v) else "not in paper" for v in s["paper"]],
         "ours - paper": [f"{v:+.2f}" if math.isfinite(v) else "–" for v in s["difference"]],
     }, index=pd.Index(s["label"], name="method"))
+    return table
+
+
+def protocol_table(records_by_method: Mapping[str, list]) -> pd.DataFrame:
+    """What choosing mu_test on the test set is worth, for the two-head methods: the paper's
+    protocol beside the honest choice on validation by balanced accuracy, and the choice by
+    plain validation accuracy (which the long-tailed split tilts towards the head classes)."""
+    s = summary({m: r for m, r in records_by_method.items() if flatten(r)[0].eval.get("mu_grid")})
+    rows = {}
+    for method, row in s.iterrows():
+        recs = flatten(records_by_method[method])
+        mus = lambda key: ", ".join(f"{r.eval[key]['mu']:.1f}" for r in recs)  # noqa: E731
+        rows[row["label"]] = {
+            "paper protocol (%)": fmt(row["paper_protocol"], row["paper_protocol_std"]),
+            "its mu": mus("paper_protocol"),
+            "val-chosen, balanced (%)": fmt(row["val_chosen"], row["val_chosen_std"]),
+            "its mu ": mus("val_chosen"),
+            "val-chosen, plain acc (%)": fmt(row["val_chosen_plain"], row["val_chosen_plain_std"]),
+            "its mu  ": mus("val_chosen_plain"),
+            "protocol's gain (points)": fmt(row["paper_protocol"] - row["val_chosen"]),
+        }
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "method"
     return table
 
 
@@ -347,6 +373,7 @@ def training_curves(records, profile: str | None = None, title: str | None = Non
     epochs = [e["epoch"] for e in recs[0].history]
     series = {"loss": [("train_loss", "train"), ("val_loss", "validation")],
               "accuracy": [("train_acc", "train"), ("val_acc", "validation (mixed at mu)"),
+                           ("val_bacc", "validation, balanced (mixed at mu)"),
                            ("val_acc_ins", "validation, instance head"),
                            ("val_acc_cls", "validation, class head")]}
     for ax, (name, keys) in zip((ax_loss, ax_acc), series.items()):
@@ -355,7 +382,8 @@ def training_curves(records, profile: str | None = None, title: str | None = Non
                 continue
             values = np.array([[e.get(key, np.nan) for e in r.history] for r in recs], dtype=float)
             line, = ax.plot(epochs, values.mean(0), marker="o", ms=3, label=text,
-                            ls="-" if key.endswith(("loss", "acc")) else ":")
+                            ls="-" if key.endswith(("loss", "acc")) else
+                            "--" if key == "val_bacc" else ":")
             if len(recs) > 1:
                 ax.fill_between(epochs, values.min(0), values.max(0), color=line.get_color(), alpha=0.15)
         ax.set(xlabel="epoch", ylabel=name)
@@ -532,39 +560,45 @@ def schedules_figure(T: int = 50, taus=(1.0, E.TAU, 20.0), ks=(5.0, E.K, 20.0)) 
 
 
 def gradient_norms(records_by_label: Mapping[str, object], profile: str | None = None) -> Figure:
-    """Theorem 1 check: the architecture gradient norm of every component over epochs (mean over
-    seeds), one panel per run, mu and 1 - mu on a twin axis."""
+    """Theorem 1 check: per component, the architecture gradient's norm (top row) and the size
+    of the update Adam made of it (bottom row) over epochs, mean over seeds, one column per run,
+    mu and 1 - mu on a twin axis. Adam divides by the gradient's running RMS, so a factor mu on
+    a gradient need not reach the update."""
     items = list(records_by_label.items())
-    fig = _figure(5.5 * len(items), 3.8)
-    axes = np.atleast_1d(fig.subplots(1, len(items)))
-    for ax, (name, recs) in zip(axes, items):
+    fig = _figure(5.5 * len(items), 7.0)
+    axes = np.atleast_2d(fig.subplots(2, len(items), squeeze=False))
+    rows = (("arch_grad_norm", "|d L_val / d alpha| (log)", "gradient"),
+            ("arch_update_norm", "|alpha update| per step (log)", "Adam update"))
+    for col, (name, recs) in enumerate(items):
         recs = flatten(recs)
         epochs = [e["epoch"] for e in recs[0].history]
-        zeros = []
-        for comp in _components(recs[0]):
-            g = np.array([[e["arch_grad_norm"][comp] for e in r.history] for r in recs], dtype=float).mean(0)
-            zero = g <= 0          # e.g. the instance head at mu = 0: nothing to draw on a log axis
-            ax.plot(epochs, np.where(zero, np.nan, g), marker="o", ms=3, color=_comp_color(comp),
-                    label=COMPONENT_TITLES.get(comp, comp) + (" (v: exactly 0)" if zero.any() else ""))
-            if zero.any():
-                zeros.append((comp, np.array(epochs)[zero]))
-        ax.set_yscale("log")
-        for comp, ep in zeros:     # exact zeros as markers on the bottom edge
-            ax.plot(ep, np.full(len(ep), ax.get_ylim()[0]), marker="v", ms=8, ls="none",
-                    color=_comp_color(comp), clip_on=False)
-        ax.set(xlabel="epoch", ylabel="|d L_val / d alpha| (log)", title=name)
-        _integer_epochs(ax)
-        twin = ax.twinx()
-        mu = [e["mu"] for e in recs[0].history]
-        twin.plot(epochs, mu, color="0.4", ls="--", label="mu")
-        twin.plot(epochs, 1 - np.array(mu), color="0.7", ls="--", label="1 - mu")
-        twin.set_ylim(-0.05, 1.05)
-        twin.set_ylabel("mixing ratio")
-        h1, l1 = ax.get_legend_handles_labels()
-        h2, l2 = twin.get_legend_handles_labels()
-        ax.legend(h1 + h2, l1 + l2, fontsize=7)
-    _title(fig, "Theorem 1: architecture gradient norms per component "
-                "(prediction: instance head ~ mu, class head ~ 1 - mu, backbone flat)",
+        for row, (key, ylabel, what) in enumerate(rows):
+            ax = axes[row, col]
+            zeros = []
+            for comp in _components(recs[0]):
+                g = np.array([[e[key][comp] for e in r.history] for r in recs], dtype=float).mean(0)
+                zero = g <= 0      # e.g. the instance head at mu = 0: nothing to draw on a log axis
+                ax.plot(epochs, np.where(zero, np.nan, g), marker="o", ms=3, color=_comp_color(comp),
+                        label=COMPONENT_TITLES.get(comp, comp) + (" (v: exactly 0)" if zero.any() else ""))
+                if zero.any():
+                    zeros.append((comp, np.array(epochs)[zero]))
+            ax.set_yscale("log")
+            for comp, ep in zeros:     # exact zeros as markers on the bottom edge
+                ax.plot(ep, np.full(len(ep), ax.get_ylim()[0]), marker="v", ms=8, ls="none",
+                        color=_comp_color(comp), clip_on=False)
+            ax.set(xlabel="epoch", ylabel=ylabel, title=f"{name}: {what}")
+            _integer_epochs(ax)
+            twin = ax.twinx()
+            mu = [e["mu"] for e in recs[0].history]
+            twin.plot(epochs, mu, color="0.4", ls="--", label="mu")
+            twin.plot(epochs, 1 - np.array(mu), color="0.7", ls="--", label="1 - mu")
+            twin.set_ylim(-0.05, 1.05)
+            twin.set_ylabel("mixing ratio")
+            h1, l1 = ax.get_legend_handles_labels()
+            h2, l2 = twin.get_legend_handles_labels()
+            ax.legend(h1 + h2, l1 + l2, fontsize=7)
+    _title(fig, "Theorem 1: architecture gradient norms and Adam's updates per component "
+                "(prediction for the gradient: instance head ~ mu, class head ~ 1 - mu, backbone flat)",
            flatten([r for _, r in items]), profile)
     return fig
 
@@ -580,18 +614,22 @@ PREDICTION = {"backbone_normal": "flat", "backbone_reduce": "flat", "head_ins": 
 
 def theorem1_table(records_by_label: Mapping[str, object]) -> pd.DataFrame:
     """Per run and component: gradient norm in the first and last epoch, their ratio, and the
-    correlation of the norm with mu over epochs (Theorem 1: heads +1 / -1, backbone ~ 0)."""
+    correlation of the norm with mu over epochs (Theorem 1: heads +1 / -1, backbone ~ 0); the
+    same ratio and correlation for the size of Adam's update."""
     rows = []
     for name, recs in records_by_label.items():
         recs = flatten(recs)
         for comp in _components(recs[0]):
             g = np.array([[e["arch_grad_norm"][comp] for e in r.history] for r in recs], dtype=float).mean(0)
+            u = np.array([[e["arch_update_norm"][comp] for e in r.history] for r in recs], dtype=float).mean(0)
             mu = np.array([e["mu"] for e in recs[0].history], dtype=float)
             rows.append({"run": name, "component": COMPONENT_TITLES.get(comp, comp),
                          "Theorem 1": PREDICTION.get(comp, ""),
                          "first epoch": float(g[0]), "last epoch": float(g[-1]),
                          "last / first": float(g[-1] / g[0]) if g[0] > 0 else float("nan"),
-                         "corr(norm, mu)": _corr(g, mu)})
+                         "corr(norm, mu)": _corr(g, mu),
+                         "update last / first": float(u[-1] / u[0]) if u[0] > 0 else float("nan"),
+                         "corr(update, mu)": _corr(u, mu)})
     return pd.DataFrame(rows).set_index(["run", "component"]).round(4)
 
 

@@ -7,22 +7,35 @@
         alphas.json     per-epoch softmax(alpha) of every component, and genotypes
         eval.json       the mu_test sweep, headline numbers, per-class and group accuracy
         genotype.json   the final discrete architecture
-        facts.json      how it ran: device, torch, git commit, wall time, peak memory
+        facts.json      how it ran: device, threads, torch, commit, code fingerprint, wall time
         checkpoint.pt   the state after the last finished epoch (resume; continued training)
+        lock            flock'ed by the process training the run; holds "host pid"
+        log.txt         the run's output, when the launcher (hls/launch.py) trained it
 
-Every file is written to a temporary name and renamed, so a crash never leaves a record that
-reads as complete: only `status.json` saying "complete" makes a run a result.
+Every file is written to a temporary name unique to its writer and renamed, so a crash never
+leaves a record that reads as complete: only `status.json` saying "complete" makes a run a
+result. Several processes may share a store: a run is trained by whoever holds its lock, and
+whoever waited for the lock reads the finished record instead of training it again.
+
+The results archive, `results/<profile>/<run-id>/` in the repository (or HLS_ARCHIVE), holds
+the record files of finished runs (no checkpoint, lock or log) and is committed to git, so that
+the book renders without training. Reading a run looks in the store, then in the archive.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
+import hashlib
 import json
 import os
 import platform
 import resource
+import secrets
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,27 +43,82 @@ from pathlib import Path
 import torch
 
 from . import experiments
-from .config import VERSION, RunConfig
+from .config import VERSION, ConfigError, RunConfig
 from .data import data_dir, load_long_tailed
 from .train import Search, Speed, TrainingDiverged, resolve_device
 
-SCALARS = ("epoch", "mu", "hls_factor", "lr", "arch_lr_backbone", "train_loss", "train_acc",
-           "val_loss", "val_acc", "val_acc_ins", "val_acc_cls", "arch_grad_norm", "skip_count",
-           "seconds")
+ROOT = Path(__file__).resolve().parents[1]
+
+# What the archive keeps of a run: the record, never the checkpoint, the lock or the log.
+RECORD_FILES = ("config.json", "metrics.json", "alphas.json", "eval.json", "genotype.json",
+                "facts.json", "status.json")
+
+# The sources whose bytes decide the numbers a config produces (the code fingerprint in
+# facts.json); bench, plots, runs and the command line do not change them.
+NUMBER_SOURCES = ("config", "data", "ops", "supernet", "architect", "schedules", "genotype",
+                  "train")
+
+# Epoch-record keys kept out of metrics.json: they are saved in alphas.json.
+ALPHA_KEYS = ("alphas", "genotype")
 
 
 class RunFailed(RuntimeError):
     """A run that diverged; it is stored as failed and never shown as a result."""
 
 
+class RunBusy(RuntimeError):
+    """Another process holds the run's lock (asked with wait=False)."""
+
+
+class RecordError(ValueError):
+    """A damaged record: a file that is not JSON, or one missing from a complete run."""
+
+
+class MissingRun(ValueError):
+    """A run that is neither in the store nor in the archive (read_run never trains)."""
+
+
+# ---- where records live
+
+
 def runs_dir() -> Path:
     return Path(os.environ.get("HLS_RUNS") or data_dir() / "runs")
 
 
+def archive_dir() -> Path | None:
+    """results/ in the repository, HLS_ARCHIVE when set, None when HLS_ARCHIVE=off."""
+    value = os.environ.get("HLS_ARCHIVE")
+    if value == "off":
+        return None
+    return Path(value) if value else ROOT / "results"
+
+
+def archived_folder(run_id: str) -> Path | None:
+    """The archive's folder of a complete run (any profile), or None."""
+    root = archive_dir()
+    if root is None or not root.is_dir():
+        return None
+    for folder in sorted(root.glob(f"*/{run_id}")):
+        if _status(folder).get("state") == "complete":
+            return folder
+    return None
+
+
+# ---- atomic writes, each writer with its own temporary names
+
+
+def _temp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
 def write_atomic(path: Path, data: bytes | str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
+    tmp = _temp_name(path)
+    try:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_json(path: Path, obj) -> None:
@@ -58,9 +126,35 @@ def write_json(path: Path, obj) -> None:
 
 
 def save_torch(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    tmp = _temp_name(path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+# ---- reading records
+
+
+def _fix(folder: Path) -> str:
+    """The one-line remedy for a damaged record in `folder`."""
+    archive = archive_dir()
+    if archive is not None and folder.resolve().is_relative_to(archive.resolve()):
+        return f"delete the folder {folder} and publish the run again (python -m hls publish)"
+    return f"delete the folder {folder} or rerun with --force"
+
+
+def read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RecordError(f"{path} is missing from a run marked complete; "
+                          f"{_fix(path.parent)}") from None
+    except ValueError as exc:        # JSONDecodeError, or bytes that are not UTF-8
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RecordError(f"{path} is not valid JSON ({reason}); {_fix(path.parent)}") from None
 
 
 @dataclass
@@ -68,7 +162,7 @@ class RunRecord:
     """A finished run as the notebooks see it."""
     config: RunConfig
     path: Path
-    history: list[dict]         # per epoch: scalars + "alphas" + "genotype"
+    history: list[dict]         # per epoch: metrics + "alphas" + "genotype"
     eval: dict
     facts: dict
 
@@ -81,17 +175,130 @@ class RunRecord:
         return self.history[-1]["genotype"]
 
 
+def _status(folder: Path) -> dict:
+    path = folder / "status.json"
+    return read_json(path) if path.exists() else {"state": "absent"}
+
+
 def status(config: RunConfig) -> dict:
-    path = runs_dir() / config.run_id / "status.json"
-    return json.loads(path.read_text()) if path.exists() else {"state": "absent"}
+    """The run's status in the local store ({"state": "absent"} when it has none)."""
+    return _status(runs_dir() / config.run_id)
 
 
 def load_record(path: Path) -> RunRecord:
-    read = lambda name: json.loads((path / name).read_text())  # noqa: E731
-    metrics, alphas = read("metrics.json"), read("alphas.json")
+    metrics, alphas = read_json(path / "metrics.json"), read_json(path / "alphas.json")
     history = [{**m, **a} for m, a in zip(metrics, alphas)]
-    return RunRecord(RunConfig.from_dict(read("config.json")), path, history, read("eval.json"),
-                     read("facts.json"))
+    try:
+        config = RunConfig.from_dict(read_json(path / "config.json"))
+    except (TypeError, ConfigError) as exc:     # written by a RunConfig with other fields
+        raise RecordError(f"{path / 'config.json'} does not fit this version's RunConfig "
+                          f"({exc}); {_fix(path)}") from None
+    return RunRecord(config, path, history, read_json(path / "eval.json"),
+                     read_json(path / "facts.json"))
+
+
+def find_record(config: RunConfig, use_archive: bool = True) -> RunRecord | None:
+    """The complete record of `config` from the local store, else from the archive, or None."""
+    local = runs_dir() / config.run_id
+    if _status(local).get("state") == "complete":
+        return load_record(local)
+    archived = archived_folder(config.run_id) if use_archive else None
+    return load_record(archived) if archived is not None else None
+
+
+def launch_command(profile: str | None = None, seeds=None, overrides: dict | None = None) -> str:
+    """The `python -m hls launch ...` line that makes the runs of a profile."""
+    words = ["python -m hls launch --profile", profile or experiments.default_profile()]
+    if seeds is not None:
+        words += ["--seeds", *map(str, seeds)]
+    for key, value in (overrides or {}).items():
+        words.append(f"--set {key}={setting_text(value)}")
+    return " ".join(words)
+
+
+def setting_text(value) -> str:
+    """A config value as `--set` reads it back (tuples comma-separated, None as none)."""
+    if value is None:
+        return "none"
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def read_run(config: RunConfig, profile: str | None = None, seeds=None,
+             overrides: dict | None = None) -> RunRecord:
+    """The record of `config` from the store or the archive; never trains.
+
+    MissingRun names the run and the launch command (with `profile`, `seeds`, `overrides`)."""
+    record = find_record(config)
+    if record is not None:
+        return record
+    st = status(config)
+    where = {"absent": "is in neither the run store nor the archive",
+             "failed": f"failed in the run store ({st.get('reason', '')})",
+             "running": f"is unfinished in the run store (epoch {st.get('epoch')} of "
+                        f"{config.epochs})"}.get(st["state"], f"is {st['state']}")
+    raise MissingRun(f"run {config.method} seed {config.seed} ({config.run_id}) {where}; "
+                     f"make it with: {launch_command(profile, seeds, overrides)}")
+
+
+# ---- the lock: one trainer per run, across processes
+
+
+def _holder(lock: Path) -> str:
+    """'host H pid P' from a lock file, as its holder wrote it."""
+    try:
+        host, pid = lock.read_text().split()
+        return f"{host} pid {pid}"
+    except (OSError, ValueError):   # the holder took the lock but has not written yet
+        return "another process"
+
+
+@contextlib.contextmanager
+def run_lock(folder: Path, wait: bool = True):
+    """Hold the exclusive flock on `folder`/lock for the block.
+
+    The kernel drops an flock when its holder dies, so a killed trainer leaves no stale lock.
+    wait=False: raise RunBusy naming the holder instead of waiting."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / "lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(lock)
+            if not wait:
+                raise RunBusy(f"run {folder.name} is being trained by {holder} (lock {lock}); "
+                              "wait for it to finish, or stop that process") from None
+            print(f"waiting for run {folder.name}: held by {holder}", file=sys.stderr,
+                  flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{platform.node()} {os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)    # releases the lock
+
+
+def lock_holder(folder: Path) -> str | None:
+    """Who trains the run in `folder` right now ('host H pid P'), or None when nobody does."""
+    lock = folder / "lock"
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        # a shared probe: it conflicts only with a trainer's exclusive lock
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None
+    except BlockingIOError:
+        return _holder(lock)
+    finally:
+        os.close(fd)
+
+
+# ---- training
 
 
 @functools.lru_cache(maxsize=4)
@@ -100,28 +307,60 @@ def _data(dataset, ratio, val_fraction, seed, device, test_per_class):
 
 
 def get_run(config: RunConfig, device: str | None = None, speed: Speed | None = None,
-            force: bool = False, progress: bool = True, on_epoch=None) -> RunRecord:
-    """The record of `config`: read from the store when complete, else trained (or resumed).
+            force: bool = False, progress: bool = True, on_epoch=None, wait: bool = True,
+            use_archive: bool = True) -> RunRecord:
+    """The record of `config`: read from the store or the archive when complete, else trained
+    (or resumed from its last epoch) under the run's lock.
 
-    force: retrain from scratch. on_epoch(record): called after each epoch's checkpoint is safe.
+    force: retrain from scratch (the archive is ignored). on_epoch(record): called after each
+    epoch's checkpoint is safe. wait=False: RunBusy instead of waiting for another trainer.
+    use_archive=False: only a local record counts (HLS_ARCHIVE=off does the same for all).
     """
-    folder = runs_dir() / config.run_id
-    if not force and status(config).get("state") == "complete":
-        return load_record(folder)
-    if force and folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-
+    if not force:
+        found = find_record(config, use_archive)
+        if found is not None:
+            return found
     dev = resolve_device(device)
     speed = speed or Speed.default_for(dev)
-    parent_net = None
-    if config.parent is not None:   # continued training starts from the parent's final state
-        parent = get_run(config.parent, device, speed, progress=progress)
-        parent_net = torch.load(parent.path / "checkpoint.pt", map_location=dev,
-                                weights_only=False)["search"]["net"]
-    data = _data(config.dataset, config.ratio, config.val_fraction, config.seed, str(dev),
-                 config.test_per_class)
-    search = Search(config, data, dev, speed, parent_net)
+    # The parent first, under its own lock: a continued run starts from the parent's final
+    # state (net, optimiser moments, data streams: Search reads what continue_state asks for)
+    parent_state = _parent_state(config, dev, speed, progress) if config.parent else None
+
+    folder = runs_dir() / config.run_id
+    with run_lock(folder, wait):
+        if force:
+            _clear(folder)
+        else:   # whoever held the lock before us may have finished the run meanwhile
+            found = find_record(config, use_archive)
+            if found is not None:
+                return found
+        return _train(config, folder, dev, speed, parent_state, progress, on_epoch)
+
+
+def _parent_state(config: RunConfig, dev: torch.device, speed: Speed, progress: bool) -> dict:
+    """The parent's final Search state: an archived parent has no checkpoint, so the parent
+    is (re)trained into the local store first."""
+    parent = get_run(config.parent, str(dev), speed, progress=progress, use_archive=False)
+    checkpoint = parent.path / "checkpoint.pt"
+    if not checkpoint.exists():
+        raise RecordError(f"{checkpoint} is missing, and continued run {config.run_id} starts "
+                          f"from it; {_fix(parent.path)}")
+    return torch.load(checkpoint, map_location=dev, weights_only=False)["search"]
+
+
+def _clear(folder: Path) -> None:
+    """Everything of a run but its lock (held by us) and its log (being written)."""
+    for entry in folder.iterdir():
+        if entry.name in ("lock", "log.txt"):
+            continue
+        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+
+def _train(config: RunConfig, folder: Path, dev: torch.device, speed: Speed,
+           parent_state: dict | None, progress: bool, on_epoch) -> RunRecord:
+    data = _data(config.dataset, config.ratio, config.val_fraction,
+                 getattr(config, "data_seed", config.seed), str(dev), config.test_per_class)
+    search = Search(config, data, dev, speed, parent_state)
 
     checkpoint = folder / "checkpoint.pt"
     wall = 0.0
@@ -144,7 +383,7 @@ def get_run(config: RunConfig, device: str | None = None, speed: Speed | None = 
                 write_json(folder / "status.json", {"state": "failed", "epoch": exc.epoch,
                                                     "reason": str(exc)})
                 raise RunFailed(f"run {config.run_id} failed: {exc}; lower lr or arch_lr "
-                                "and retry with force=True") from None
+                                "and retry with force=True (--force)") from None
             wall += time.perf_counter() - start
             save_torch(checkpoint, {"search": search.state_dict(), "wall_seconds": wall})
             _write_history(folder, search.history)
@@ -167,9 +406,10 @@ def get_run(config: RunConfig, device: str | None = None, speed: Speed | None = 
 
 
 def _write_history(folder: Path, history: list[dict]) -> None:
-    write_json(folder / "metrics.json", [{k: h[k] for k in SCALARS if k in h} for h in history])
-    write_json(folder / "alphas.json", [{"alphas": h["alphas"], "genotype": h["genotype"]}
-                                        for h in history])
+    # every key of the epoch record: a metric added to the epoch loop is saved without a list
+    write_json(folder / "metrics.json", [{k: v for k, v in h.items() if k not in ALPHA_KEYS}
+                                         for h in history])
+    write_json(folder / "alphas.json", [{k: h[k] for k in ALPHA_KEYS} for h in history])
 
 
 def _progress_bar(config: RunConfig, search: Search, enabled: bool):
@@ -185,8 +425,37 @@ def _progress_bar(config: RunConfig, search: Search, enabled: bool):
 
 
 def _is_tty() -> bool:
-    import sys
     return hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+
+
+# ---- which code made a record
+
+
+def git_commit() -> str | None:
+    """HEAD's short hash, with "+dirty" when the library's sources differ from it."""
+    def git(*args):
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT,
+                              timeout=10).stdout.strip()
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--", "hls")
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (head + ("+dirty" if dirty else "")) if head else None
+
+
+def current_fingerprint() -> str:
+    """sha256 (12 hex digits) of the sources that decide the numbers, in NUMBER_SOURCES order."""
+    digest = hashlib.sha256()
+    for name in NUMBER_SOURCES:
+        digest.update((Path(__file__).parent / f"{name}.py").read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def reproducible_here(record: RunRecord | dict) -> bool:
+    """Would this code make the record again: the same code fingerprint and hls version?"""
+    facts = record.facts if isinstance(record, RunRecord) else record
+    return facts.get("code_fingerprint") == current_fingerprint() and facts.get("hls") == VERSION
 
 
 def _facts(device: torch.device, speed: Speed, wall: float) -> dict:
@@ -196,15 +465,14 @@ def _facts(device: torch.device, speed: Speed, wall: float) -> dict:
     else:
         name = f"{platform.machine()} CPU ({torch.get_num_threads()} torch threads)"
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # process peak RSS
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, cwd=Path(__file__).parent, timeout=5).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        commit = ""
     return {"device": str(device), "device_name": name, "torch": torch.__version__,
-            "hls": VERSION, "git_commit": commit or None, "wall_seconds": wall,
-            "peak_memory_bytes": peak, "speed": speed.__dict__, "host": platform.node(),
-            "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "torch_threads": torch.get_num_threads(), "hls": VERSION,
+            "git_commit": git_commit(), "code_fingerprint": current_fingerprint(),
+            "wall_seconds": wall, "peak_memory_bytes": peak, "speed": speed.__dict__,
+            "host": platform.node(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+# ---- listing and the notebooks' entry point
 
 
 def list_runs() -> list[dict]:
@@ -213,7 +481,13 @@ def list_runs() -> list[dict]:
     root = runs_dir()
     for folder in sorted(root.iterdir()) if root.exists() else []:
         if (folder / "status.json").exists():
-            out.append({"run": folder.name, **json.loads((folder / "status.json").read_text())})
+            try:
+                st = _status(folder)
+            except RecordError as exc:
+                st = {"state": "damaged", "reason": str(exc)}
+            if st.get("state") == "running" and lock_holder(folder) is None:
+                st["state"] = "interrupted"     # nobody trains it: a killed run, resumable
+            out.append({"run": folder.name, **st})
     return out
 
 

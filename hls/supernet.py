@@ -1,11 +1,13 @@
 """The DARTS supernet with named components (Sec. III.B, IV.A).
 
 One class serves plain DARTS and the bilateral-branch network: a backbone of stacked cells (stem,
-normal cells, reduction cells at 1/3 and 2/3 of the depth) and one or more heads. A head is a
-single normal cell fed by the last two backbone outputs, then global pooling and a linear layer.
-Every cell type has its own architecture parameters, addressed by component name:
+normal cells, reduction cells at 1/3 and 2/3 of the depth) and one or more heads. Plain DARTS has
+one head: global pooling of the last cell and a linear layer (quark0/darts). A BBN head is a
+single normal cell fed by the last two backbone outputs, then pooling and a linear layer
+(Sec. IV.A); `head_cell` gives a single-branch network such a head too. Every cell type has its
+own architecture parameters, addressed by component name:
 
-    backbone_normal, backbone_reduce, head_<name>     e.g. head_main, or head_ins and head_cls
+    backbone_normal, backbone_reduce, head_<name>     e.g. head_ins and head_cls
 
 so the optimiser can give each component its own learning rate (HLS, Eq. 17).
 """
@@ -29,6 +31,7 @@ class NetConfig:
     nodes: int = 4              # intermediate nodes per cell (the paper's N - 3)
     num_classes: int = 10
     heads: tuple[str, ...] = ("main",)
+    head_cell: bool = False     # each head starts with a searched normal cell (BBN: True)
     primitives: tuple[str, ...] = PRIMITIVES
     stem_multiplier: int = 3
     stem_stride: int = 1        # 2 halves the resolution before the first cell (cpu profile)
@@ -101,17 +104,18 @@ def num_edges(nodes: int) -> int:
 
 
 class Head(nn.Module):
-    """One normal cell on the backbone's last two outputs, global pooling, a linear classifier."""
+    """Global pooling and a linear classifier, on the last backbone output (DARTS) or, with a
+    head cell, on one normal cell fed by the backbone's last two outputs (a BBN head)."""
 
     def __init__(self, nodes, c_prev_prev, c_prev, c, reduction_prev, primitives, num_classes,
-                 skip_none=True):
+                 skip_none=True, cell=True):
         super().__init__()
-        self.cell = Cell(nodes, c_prev_prev, c_prev, c, False, reduction_prev, primitives,
-                         skip_none)
-        self.classifier = nn.Linear(nodes * c, num_classes)
+        self.cell = (Cell(nodes, c_prev_prev, c_prev, c, False, reduction_prev, primitives,
+                          skip_none) if cell else None)
+        self.classifier = nn.Linear(nodes * c if cell else c_prev, num_classes)
 
-    def forward(self, s0, s1, weights):
-        out = self.cell(s0, s1, weights)
+    def forward(self, s0, s1, weights=None):
+        out = s1 if self.cell is None else self.cell(s0, s1, weights)
         return self.classifier(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
@@ -138,7 +142,7 @@ class SuperNet(nn.Module):
             c_prev_prev, c_prev = c_prev, nodes * c_curr
         self.heads = nn.ModuleDict({
             name: Head(nodes, c_prev_prev, c_prev, c_curr, reduction_prev, primitives,
-                       config.num_classes, config.skip_none)
+                       config.num_classes, config.skip_none, config.head_cell)
             for name in config.heads})
 
         for module in self.modules():
@@ -161,7 +165,8 @@ class SuperNet(nn.Module):
 
     @property
     def components(self) -> list[str]:
-        return ["backbone_normal", "backbone_reduce"] + [f"head_{h}" for h in self.config.heads]
+        heads = [f"head_{h}" for h in self.config.heads] if self.config.head_cell else []
+        return ["backbone_normal", "backbone_reduce"] + heads
 
     def arch_parameters(self) -> dict[str, nn.Parameter]:
         return dict(self.alphas.items())
@@ -184,6 +189,8 @@ class SuperNet(nn.Module):
         return s0, s1
 
     def head(self, name: str, s0, s1):
+        if not self.config.head_cell:
+            return self.heads[name](s0, s1)
         return self.heads[name](s0, s1, F.softmax(self.alphas[f"head_{name}"], dim=-1))
 
     def forward(self, x) -> dict[str, torch.Tensor]:

@@ -132,13 +132,19 @@ def class_balanced_weights(counts: torch.Tensor, beta: float = 0.9999) -> torch.
 class Objective:
     """The training loss of one branch (plain CE) or of Algorithm 1, lines 6-11.
 
-    Bilateral: the instance and the class-balanced batch go through the backbone in one pass;
-    o_ins = f_ins on the instance half, o_cls = f_cls on the balanced half;
-    p = softmax(mu o_ins + (1 - mu) o_cls), L = mu CE(p, y_ins) + (1 - mu) CE(p, y_cls).
+    Bilateral: the instance and the class-balanced batch go through the backbone in one pass
+    (`backbone_passes` = 2: one pass each, as BBN's code); o_ins = f_ins on the instance half,
+    o_cls = f_cls on the balanced half; p = softmax(mu o_ins + (1 - mu) o_cls),
+    L = mu CE(p, y_ins) + (1 - mu) CE(p, y_cls).
+
+    A head whose loss weight is exactly 0 (the instance head at mu = 0, the class head at
+    mu = 1) is not run: its term is exactly zero, and a head outside the graph gets no gradient,
+    so neither optimiser's weight decay or moments touch it and its BatchNorm statistics stay.
     """
 
     def __init__(self, config: RunConfig, class_counts: torch.Tensor, amp: bool = False):
         self.bilateral = config.bilateral
+        self.passes = config.backbone_passes
         self.class_weights = (class_balanced_weights(class_counts).to(class_counts.device)
                               if config.reweight == "class_balanced" else None)
         # no autocast cache: a CUDA graph capture must not keep casts made outside of it
@@ -154,12 +160,19 @@ class Objective:
                 loss = F.cross_entropy(logits, y, weight=self.class_weights)
                 return loss, (logits.argmax(1) == y).float().mean()
             x_ins, y_ins, x_cls, y_cls = batch
-            n = len(x_ins)
-            s0, s1 = net.features(torch.cat([x_ins, x_cls]))
-            o_ins = net.head("ins", s0[:n], s1[:n]).float()
-            o_cls = net.head("cls", s0[n:], s1[n:]).float()
-        mixed = mu * o_ins + (1 - mu) * o_cls
-        loss = mu * F.cross_entropy(mixed, y_ins) + (1 - mu) * F.cross_entropy(mixed, y_cls)
+            share = {"ins": mu, "cls": 1 - mu}
+            live = [h for h in ("ins", "cls") if share[h] != 0]
+            if self.passes == 1:
+                n = len(x_ins)
+                s0, s1 = net.features(torch.cat([x_ins, x_cls]))
+                features = {"ins": (s0[:n], s1[:n]), "cls": (s0[n:], s1[n:])}
+            else:
+                features = {h: net.features(x) for h, x in (("ins", x_ins), ("cls", x_cls))
+                            if h in live}
+            logits = {h: net.head(h, *features[h]).float() for h in live}
+        mixed = sum(share[h] * logits[h] for h in live)
+        labels = {"ins": y_ins, "cls": y_cls}
+        loss = sum(share[h] * F.cross_entropy(mixed, labels[h]) for h in live)
         pred = mixed.argmax(1)
         acc = mu * (pred == y_ins).float().mean() + (1 - mu) * (pred == y_cls).float().mean()
         return loss, acc
@@ -302,7 +315,8 @@ def build_net(config: RunConfig, num_classes: int, seed: int,
         torch.manual_seed(seed)
         return SuperNet(NetConfig(channels=config.channels, layers=config.layers,
                                   nodes=config.nodes, num_classes=num_classes,
-                                  heads=config.heads, primitives=config.primitives,
+                                  heads=config.heads, head_cell=config.bilateral or config.head_cell,
+                                  primitives=config.primitives,
                                   stem_stride=config.stem_stride, **levers))
 
 
@@ -315,7 +329,7 @@ class Search:
         self.speed = speed or Speed.default_for(device)
         self.net = build_net(config, data.train.num_classes, config.seed, self.speed).to(device)
         if parent_state is not None:            # continued training starts from the saved net
-            self.net.load_state_dict(parent_state)
+            self.net.load_state_dict(parent_state["net"])
         if self.speed.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         if self.speed.compile:      # in place, so state_dict keys and checkpoints are unchanged
@@ -338,25 +352,46 @@ class Search:
         graphed = self.speed.cuda_graph and device.type == "cuda"
         self.architect = Architect(self.net, config.arch_lr, config.arch_betas,
                                    config.arch_weight_decay, capturable=graphed)
-        if config.freeze_backbone:
-            for p in self.net.weight_parameters("backbone"):
+        # a frozen component is outside every graph: no gradient, so no step of either optimiser
+        for component in config.freeze:
+            for p in self.frozen_parameters(component):
                 p.requires_grad_(False)
-            for name in ("backbone_normal", "backbone_reduce"):
-                self.net.alphas[name].requires_grad_(False)
+        if parent_state is not None and config.continue_state == "carry":
+            # continued training continues: SGD momentum, Adam moments and the data streams
+            self.weight_optimizer.load_state_dict(parent_state["weight_optimizer"])
+            self.architect.load_state_dict(parent_state["architect"])
+            self.streams.load_state_dict(parent_state["streams"])
         self.steps_per_epoch = config.steps_per_epoch or len(data.train) // config.batch_size
         self.history: list[dict] = []
         # what the loop calls each step: the eager step, or its CUDA graph (Speed.cuda_graph)
         self.stepper = GraphedStep(self.step) if graphed else self.step
 
+    def frozen_parameters(self, component: str) -> list[torch.nn.Parameter]:
+        """Weights and alphas of "backbone" or of a head ("ins", "cls")."""
+        if component == "backbone":
+            alphas = [self.net.alphas["backbone_normal"], self.net.alphas["backbone_reduce"]]
+        else:
+            alphas = [a for name, a in self.net.alphas.items() if name == f"head_{component}"]
+        return self.net.weight_parameters(component) + alphas
+
     # ---- schedules for one epoch (t = epoch + 1, as in Algorithm 1)
 
     def schedule(self, epoch: int) -> dict:
+        """mu, the HLS factor and the learning rates of epoch `epoch` (0-based).
+
+        Algorithm 1 indexes epochs t = 1..T and evaluates mu at t/T (so the last epoch has
+        mu = 0); BBN's code uses (t-1)/T (mixing_index="bbn"). A continued run holds the weight
+        lr where the parent's cosine ended (continue_lr="hold") or runs a new cosine."""
         c = self.config
-        mu = mixing_ratio(c.mixing, epoch + 1, c.epochs, c.mixing_k, c.mixing_value)
+        t = epoch + 1 if c.mixing_index == "alg1" else epoch
+        mu = mixing_ratio(c.mixing, t, c.epochs, c.mixing_k, c.mixing_value)
         factor = hls_factor(mu, c.hls_tau) if c.bilateral else 1.0
-        frozen = 0.0 if c.freeze_backbone else 1.0
-        return {"mu": mu if c.bilateral else 1.0, "hls_factor": factor,
-                "lr": cosine_lr(epoch, c.epochs, c.lr, c.lr_min),
+        frozen = 0.0 if "backbone" in c.freeze else 1.0
+        if c.parent is not None and c.continue_lr == "hold":
+            lr = c.lr_min
+        else:
+            lr = cosine_lr(epoch, c.epochs, c.lr, c.lr_min)
+        return {"mu": mu if c.bilateral else 1.0, "hls_factor": factor, "lr": lr,
                 "arch_lr_backbone": c.arch_lr * factor * frozen}
 
     def _set_learning_rates(self, s: dict) -> None:
@@ -365,14 +400,17 @@ class Search:
         for group in self.weight_optimizer.param_groups:
             backbone = group["name"] == "backbone"
             group["lr"] = s["lr"] * (s["hls_factor"] if backbone and scale_weights else 1.0)
-        mult = 0.0 if c.freeze_backbone else s["hls_factor"]
+        mult = s["hls_factor"]
         self.architect.set_lr_multipliers({"backbone_normal": mult, "backbone_reduce": mult})
 
     def _set_train_mode(self) -> None:
         self.net.train()
-        if self.config.freeze_backbone:     # a frozen backbone keeps its BatchNorm statistics
-            self.net.stem.eval()
-            self.net.cells.eval()
+        for component in self.config.freeze:   # a frozen part keeps its BatchNorm statistics
+            if component == "backbone":
+                self.net.stem.eval()
+                self.net.cells.eval()
+            else:
+                self.net.heads[component].eval()
 
     # ---- one epoch
 
@@ -385,8 +423,8 @@ class Search:
     def _step(self, train_batch, val_batch, s: dict):
         c, mu = self.config, s["mu"]
         loss_fn = lambda batch: self.objective(self.net, batch, mu)[0]  # noqa: E731
-        norms = self.architect.step(loss_fn, val_batch, train_batch, c.order, s["lr"],
-                                    self.weight_optimizer)
+        grad_norms, update_norms = self.architect.step(loss_fn, val_batch, train_batch, c.order,
+                                                       s["lr"], self.weight_optimizer)
         with held_fixed(self.net.alphas.values()):     # no alpha gradient in this step
             loss, acc = self.objective(self.net, train_batch, mu)
         self.weight_optimizer.zero_grad(set_to_none=True)
@@ -394,7 +432,7 @@ class Search:
         torch.nn.utils.clip_grad_norm_([p for p in self.weights if p.grad is not None],
                                        c.grad_clip)
         self.weight_optimizer.step()
-        return loss.detach(), acc.detach(), norms
+        return loss.detach(), acc.detach(), grad_norms, update_norms
 
     def run_epoch(self, epoch: int, progress=None) -> dict:
         c, s = self.config, self.schedule(epoch)
@@ -405,11 +443,13 @@ class Search:
         loss_sum = torch.zeros((), device=self.device)
         acc_sum = torch.zeros((), device=self.device)
         grad_sums = {name: torch.zeros((), device=self.device) for name in self.net.alphas}
+        update_sums = {name: torch.zeros((), device=self.device) for name in self.net.alphas}
         for step in range(self.steps_per_epoch):
-            loss, acc, norms = self.stepper(self.streams.next("train"), self.streams.next("val"),
-                                            s)
-            for name, n in norms.items():
-                grad_sums[name] += n
+            loss, acc, grad_norms, update_norms = self.stepper(
+                self.streams.next("train"), self.streams.next("val"), s)
+            for name in grad_sums:
+                grad_sums[name] += grad_norms[name]
+                update_sums[name] += update_norms[name]
             loss_sum += loss
             acc_sum += acc
             if progress is not None:
@@ -428,6 +468,8 @@ class Search:
                   **self.validate(mu),
                   "arch_grad_norm": {k: (v / self.steps_per_epoch).item()
                                      for k, v in grad_sums.items()},
+                  "arch_update_norm": {k: (v / self.steps_per_epoch).item()
+                                       for k, v in update_sums.items()},
                   "alphas": alphas, "genotype": genotype,
                   "skip_count": gt.count_op(genotype, "skip_connect"),
                   "seconds": time.perf_counter() - start}
@@ -435,7 +477,9 @@ class Search:
         return record
 
     def validate(self, mu: float) -> dict:
-        """Per-epoch validation loss and accuracy at the epoch's mu (Fig. 2)."""
+        """Per-epoch validation loss, accuracy and balanced accuracy at the epoch's mu (Fig. 2),
+        and each head's alone. The split is long-tailed: plain accuracy weighs the head classes,
+        balanced accuracy (the mean over classes) estimates the balanced test accuracy."""
         val = self.data.val
         if self.config.val_curve_images is not None:   # every k-th image: classes stay in
             k = max(1, -(-len(val) // self.config.val_curve_images))   # proportion (sorted)
@@ -445,10 +489,11 @@ class Search:
         y = val.labels.cpu()
         mixed = mix(logits, mu)
         out = {"val_loss": F.cross_entropy(mixed, y).item(),
-               "val_acc": (mixed.argmax(1) == y).float().mean().item()}
+               "val_acc": accuracy(mixed, y), "val_bacc": balanced_accuracy(mixed, y)}
         if self.config.bilateral:
-            out["val_acc_ins"] = (logits["ins"].argmax(1) == y).float().mean().item()
-            out["val_acc_cls"] = (logits["cls"].argmax(1) == y).float().mean().item()
+            for h in ("ins", "cls"):
+                out[f"val_acc_{h}"] = accuracy(logits[h], y)
+                out[f"val_bacc_{h}"] = balanced_accuracy(logits[h], y)
         return out
 
     def evaluate(self) -> dict:
@@ -493,6 +538,17 @@ def head_logits(net: SuperNet, split, batch_size: int, channels_last: bool,
     return {k: torch.cat(v) for k, v in out.items()}
 
 
+def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    return (logits.argmax(1) == y).float().mean().item()
+
+
+def balanced_accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    """The mean over the classes present in y of each class's accuracy."""
+    correct = (logits.argmax(1) == y).double()
+    classes = torch.unique(y)
+    return torch.stack([correct[y == c].mean() for c in classes]).mean().item()
+
+
 def mix(logits: dict[str, torch.Tensor], mu: float) -> torch.Tensor:
     """Inference at mixing ratio mu: mu o_ins + (1 - mu) o_cls on the same image."""
     if "main" in logits:
@@ -516,30 +572,37 @@ def class_groups(train_counts: list[int]) -> dict[str, list[int]]:
 
 def evaluate(net: SuperNet, data: LongTailData, config: RunConfig, channels_last: bool,
              augment: Augmenter) -> dict:
-    """Test accuracy over mu_test in 0, 0.1, ..., 1 and the two headline numbers.
+    """Test accuracy over mu_test in 0, 0.1, ..., 1 and the headline numbers.
 
     paper protocol: the best mu_test chosen on the test set itself (what the paper reports);
-    val-chosen: mu_test chosen on the validation split, then measured once on test.
+    val-chosen: mu_test chosen on the validation split by balanced accuracy (the split is
+    long-tailed, the test set balanced), then measured once on test; val-chosen (plain): chosen
+    by plain validation accuracy, which favours the head classes. Ties go to the smaller mu.
     """
     test = head_logits(net, data.test, config.eval_batch_size, channels_last, augment)
     val = head_logits(net, data.val, config.eval_batch_size, channels_last, augment)
     y_test, y_val = data.test.labels.cpu(), data.val.labels.cpu()
     grid = MU_GRID if config.bilateral else [1.0]
-    acc = lambda logits, y, mu: (mix(logits, mu).argmax(1) == y).float().mean().item()  # noqa
-    test_acc = [acc(test, y_test, mu) for mu in grid]
-    val_acc = [acc(val, y_val, mu) for mu in grid]
-    best_test = max(range(len(grid)), key=lambda i: test_acc[i])
-    best_val = max(range(len(grid)), key=lambda i: val_acc[i])
-    mu = grid[best_val]
-    pred = mix(test, mu).argmax(1)
+    sweep = mu_sweep(test, y_test, val, y_val, grid)
+    pred = mix(test, sweep["val_chosen"]["mu"]).argmax(1)
     per_class = [(pred[y_test == c] == c).float().mean().item()
                  for c in range(data.test.num_classes)]
     counts = data.train.class_counts.cpu().tolist()
     groups = {name: sum(per_class[c] for c in cls) / len(cls)
               for name, cls in class_groups(counts).items()}
-    return {"mu_grid": grid if config.bilateral else None,
-            "test_acc": test_acc, "val_acc": val_acc,
-            "paper_protocol": {"mu": grid[best_test], "acc": test_acc[best_test]},
-            "val_chosen": {"mu": mu, "acc": test_acc[best_val]},
+    return {"mu_grid": grid if config.bilateral else None, **sweep,
             "per_class": per_class, "groups": groups, "train_counts": counts,
             "classes": list(data.classes)}
+
+
+def mu_sweep(test: dict, y_test, val: dict, y_val, grid: list[float]) -> dict:
+    """Accuracy at every mu_test of the grid, and the three choices of mu_test."""
+    test_acc = [accuracy(mix(test, mu), y_test) for mu in grid]
+    val_acc = [accuracy(mix(val, mu), y_val) for mu in grid]
+    val_bacc = [balanced_accuracy(mix(val, mu), y_val) for mu in grid]
+    best = lambda scores: max(range(len(grid)), key=lambda i: scores[i])  # noqa: E731
+    chosen = lambda i: {"mu": grid[i], "acc": test_acc[i]}  # noqa: E731
+    return {"test_acc": test_acc, "val_acc": val_acc, "val_bacc": val_bacc,
+            "paper_protocol": chosen(best(test_acc)),
+            "val_chosen": chosen(best(val_bacc)),
+            "val_chosen_plain": chosen(best(val_acc))}

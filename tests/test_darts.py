@@ -171,13 +171,27 @@ def test_batchnorm_as_unit_affine_is_the_same_function(dtype):
         assert torch.allclose(a.double(), b.double(), rtol=tol, atol=tol)
 
 
-def test_alphas_and_weights_are_separate():
-    net = tiny_net()
+@pytest.mark.parametrize("heads, head_cell, components", [
+    (("main",), False, 2), (("main",), True, 3), (("ins", "cls"), True, 4)])
+def test_alphas_and_weights_are_separate(heads, head_cell, components):
+    net = SuperNet(NetConfig(channels=2, layers=3, nodes=2, primitives=SMALL_OPS, heads=heads,
+                             head_cell=head_cell))
     alpha_ids = {id(a) for a in net.alphas.values()}
     assert not alpha_ids & {id(w) for w in net.weight_parameters()}
-    assert len(alpha_ids) == len(net.components) == 3
+    assert len(alpha_ids) == len(net.components) == components
     n_all = len(list(net.parameters()))
     assert len(net.weight_parameters()) + len(alpha_ids) == n_all
+
+
+def test_darts_is_cells_pooling_and_a_linear_classifier():
+    """The single-branch methods are DARTS' search network (quark0/darts): no head cell, no
+    head alphas; the head cell is an ablation of its own."""
+    from hls.train import build_net
+    for method, has_cell in (("darts", False), ("darts_resample", False),
+                             ("darts_reweight", False), ("darts_head_cell", True)):
+        net = build_net(experiments.config(method, "smoke"), 10, 0)
+        assert (net.heads["main"].cell is not None) == has_cell, method
+        assert ("head_main" in net.alphas) == has_cell, method
 
 
 def test_first_order_gradient_is_autograd():
@@ -191,14 +205,15 @@ def test_first_order_gradient_is_autograd():
 
 def exact_unrolled_gradient(net, train, val, xi, momentum, wd, buffers):
     """d/d alpha of L_val(w - xi (momentum buf + grad_w L_train(w, alpha) + wd w), alpha),
-    by double backpropagation through the virtual step."""
+    by double backpropagation through the virtual step. xi: one rate, or one per weight."""
     names = [n for n, _ in net.named_parameters() if not n.startswith("alphas.")]
     weights = dict(net.named_parameters())
     alphas = [weights[f"alphas.{k}"] for k in net.alphas]
     w = [weights[n] for n in names]
     g = torch.autograd.grad(loss_of(net)(train), w, create_graph=True)
-    virtual = {n: wi - xi * (momentum * b + gi + wd * wi)
-               for n, wi, gi, b in zip(names, w, g, buffers)}
+    rates = xi if isinstance(xi, list) else [xi] * len(w)
+    virtual = {n: wi - r * (momentum * b + gi + wd * wi)
+               for n, wi, gi, b, r in zip(names, w, g, buffers, rates)}
     params = {**virtual, **{f"alphas.{k}": a for k, a in net.alphas.items()}}
     logits = functional_call(net, params, (val[0],))["main"]
     return torch.autograd.grad(F.cross_entropy(logits, val[1]), alphas)
@@ -224,6 +239,30 @@ def test_second_order_gradient_matches_double_backprop():
     # the second-order term is not negligible here, so the test can tell the two apart
     diff = sum((first[k] - e).norm() for k, e in zip(net.alphas, exact))
     assert diff / sum(e.norm() for e in exact) > 1e-2
+
+
+def test_second_order_uses_each_groups_learning_rate():
+    """HLS with hls_scope="arch+weights" gives the backbone's weights a scaled rate: Eq. (9)'s
+    virtual step must take each group's own rate, as the weight optimiser will."""
+    net = tiny_net(smooth=True)
+    train, val = batches()
+    backbone = net.weight_parameters("backbone")
+    head = net.weight_parameters("main")
+    sgd = torch.optim.SGD([{"params": backbone, "lr": 0.1}, {"params": head, "lr": 0.5}],
+                          lr=0.5, momentum=0.9, weight_decay=3e-4)
+    loss_of(net)(train).backward()
+    sgd.step()
+    net.zero_grad(set_to_none=True)
+    weights = net.weight_parameters()      # stem, cells, then the head: the names' order
+    rates = [0.1 if any(w is b for b in backbone) else 0.5 for w in weights]
+    buffers = [sgd.state[w]["momentum_buffer"] for w in weights]
+    exact = exact_unrolled_gradient(net, train, val, rates, 0.9, 3e-4, buffers)
+    unscaled = exact_unrolled_gradient(net, train, val, 0.5, 0.9, 3e-4, buffers)
+    got = Architect(net, lr=0.1).gradient(loss_of(net), val, train, order=2, xi=0.5,
+                                          weight_optimizer=sgd)
+    for k, e, u in zip(net.alphas, exact, unscaled):
+        assert ((got[k] - e).norm() / e.norm()).item() < 1e-3, k
+        assert ((u - e).norm() / e.norm()).item() > 1e-2, k   # the test can tell them apart
 
 
 def test_second_order_restores_the_weights():
@@ -264,12 +303,12 @@ def test_per_component_learning_rate_multiplier():
     net = tiny_net()
     train, val = batches()
     arch = Architect(net, lr=0.1)
-    arch.set_lr_multipliers({"backbone_normal": 0.0, "backbone_reduce": 0.0})
+    arch.set_lr_multipliers({"backbone_normal": 0.0})
     frozen = net.alphas["backbone_normal"].detach().clone()
-    head = net.alphas["head_main"].detach().clone()
+    other = net.alphas["backbone_reduce"].detach().clone()
     arch.step(loss_of(net), val)
     assert torch.equal(net.alphas["backbone_normal"], frozen)
-    assert not torch.equal(net.alphas["head_main"], head)
+    assert not torch.equal(net.alphas["backbone_reduce"], other)
 
 
 def test_genotype_from_softmax():
@@ -298,8 +337,8 @@ def test_two_epoch_darts_run(store):
     record = runs.get_run(experiments.config("darts", "smoke", 0, {"epochs": 2}), "cpu")
     assert [h["epoch"] for h in record.history] == [1, 2]
     for h in record.history:
-        assert set(h["alphas"]) == {"backbone_normal", "backbone_reduce", "head_main"}
-        assert abs(sum(h["alphas"]["head_main"][0]) - 1) < 1e-5
+        assert set(h["alphas"]) == {"backbone_normal", "backbone_reduce"}   # DARTS: no head cell
+        assert abs(sum(h["alphas"]["backbone_normal"][0]) - 1) < 1e-5
         assert h["skip_count"] == genotype.count_op(h["genotype"])
         assert h["lr"] > 0 and 0 <= h["train_acc"] <= 1
     assert 0 <= record.eval["paper_protocol"]["acc"] <= 1

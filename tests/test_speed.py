@@ -58,7 +58,8 @@ def test_benchmark_step_runs():
 
 def test_original_darts_baseline_times_the_same_backbone():
     """scripts/original_darts_step.py, the baseline the CPU target was set against, builds the
-    same backbone as `hls` (the same weights, cell for cell; `hls` adds its head cell) and runs."""
+    same network as `hls`'s DARTS (the same weights, cell for cell, and the classifier) and
+    runs; its state dict has the same layout, tensor for tensor."""
     path = pathlib.Path(__file__).parents[1] / "scripts" / "original_darts_step.py"
     spec = importlib.util.spec_from_file_location("original_darts_step", path)
     original = importlib.util.module_from_spec(spec)
@@ -67,6 +68,8 @@ def test_original_darts_baseline_times_the_same_backbone():
         theirs = original.SearchNetwork(c=16, layers=layers)
         ours = SuperNet(NetConfig(channels=16, layers=layers))
         assert weight_shapes(theirs.stem, theirs.cells) == weight_shapes(ours.stem, ours.cells)
+        assert weight_shapes(theirs.classifier) == weight_shapes(ours.heads["main"].classifier)
+        assert state_shapes(theirs) == state_shapes(ours), layers
     out = subprocess.run([sys.executable, str(path), "--layers", "3", "--batch", "4",
                           "--steps", "1", "--warmup", "0"],
                          capture_output=True, text=True, check=True).stdout
@@ -75,6 +78,15 @@ def test_original_darts_baseline_times_the_same_backbone():
 
 def weight_shapes(*modules):
     return [tuple(p.shape) for m in modules for p in m.parameters()]
+
+
+def state_shapes(net):
+    """Every tensor of the state dict (weights, BatchNorm buffers, alphas) by shape, in order,
+    the alphas last: the two networks name them differently."""
+    state = net.state_dict()
+    alphas = [k for k in state if "alphas" in k]
+    return [tuple(state[k].shape) for k in state if k not in alphas] + \
+        [tuple(state[k].shape) for k in alphas]
 
 
 class CallAgain:
