@@ -1,6 +1,7 @@
-"""Command line: python -m hls {run, list, table, data, bench, book} ...
+"""Command line: python -m hls {run, list, table, plan, launch, publish, verify, data, bench, book} ...
 
-Bad input ends with one line `hls: error: ...` naming the problem and the fix, exit code 2.
+Bad input ends with one line `hls: error: ...` naming the problem and the fix, exit code 2; a
+run that diverged ends the same way with exit code 1.
 """
 
 from __future__ import annotations
@@ -70,8 +71,9 @@ def cmd_table(args) -> None:
         done = []
         for seed in experiments.seeds_of(profile, args.seeds):
             cfg = experiments.config(method, profile, seed, parse_settings(args.set))
-            if runs.status(cfg).get("state") == "complete":
-                done.append(runs.load_record(runs.runs_dir() / cfg.run_id))
+            record = runs.find_record(cfg)      # the store, then the archive
+            if record is not None:
+                done.append(record)
         paper = experiments.PAPER_TABLE_II.get(method)
         paper_txt = f"{paper:7.2f}" if paper is not None else f"{'-':>7}"
         if not done:
@@ -85,6 +87,71 @@ def cmd_table(args) -> None:
             return f"{statistics.mean(vals):.2f} +- {statistics.stdev(vals):.2f}"
         print(f"{experiments.LABELS[method]:<22} {fmt('paper_protocol'):>16} "
               f"{fmt('val_chosen'):>18} {paper_txt}  {len(done)}")
+
+
+def cmd_plan(args) -> None:
+    from . import plan
+    print(plan.plan_table(plan.book_plan(args.profile, args.seeds, parse_settings(args.set),
+                                         args.chapters, args.methods)))
+
+
+def cmd_launch(args) -> int:
+    from .launch import launch
+    result = launch(args.profile, args.seeds, parse_settings(args.set), backend=args.backend,
+                    workers=args.workers, runs_per_gpu=args.runs_per_gpu, device=args.device,
+                    retrain=args.retrain, chapters=args.chapters, methods=args.methods)
+    print(result.table())
+    return 0 if result.ok else 1
+
+
+def cmd_publish(args) -> None:
+    from .experiments import check_profile
+    from .launch import folder_bytes, format_bytes, publish
+    from .runs import archive_dir, runs_dir
+    profile = check_profile(args.profile)
+    done = publish(profile, args.seeds, parse_settings(args.set), args.chapters, args.methods)
+    for run, what in done:
+        print(f"{what:<10} {run.method:<16} seed {run.seed:<3} {run.run_id}")
+    if not done:
+        print(f"no complete run of the {profile} plan in {runs_dir()}; "
+              f"run python -m hls launch --profile {profile} first")
+    archive = archive_dir()
+    runs_there = [f for f in archive.glob("*/*") if f.is_dir()] if archive.exists() else []
+    size = folder_bytes(archive) if archive.exists() else 0
+    print(f"archive {archive}: {len(runs_there)} runs, {format_bytes(size)}")
+
+
+def cmd_verify(args) -> int:
+    from .experiments import check_profile
+    from .launch import verify, verify_table
+    checks = verify(check_profile(args.profile), args.methods, args.seeds,
+                    parse_settings(args.set), device=args.device)
+    print(verify_table(checks))
+    return 0 if all(c.matches for c in checks) else 1
+
+
+def cmd_train_one(args) -> None:
+    """The launcher's worker: train (or reuse) one config with the store's get_run."""
+    import os
+    import time
+    from . import runs
+    from .launch import read_config_file
+    threads = os.environ.get("HLS_THREADS")
+    if threads:     # the launcher divides the cores between its workers
+        import torch
+        if not threads.isdigit() or int(threads) < 1:
+            raise ConfigError(f"HLS_THREADS must be a whole number >= 1 (got {threads!r})")
+        torch.set_num_threads(int(threads))
+    config = read_config_file(args.config)
+    epochs = []
+    start = time.perf_counter()
+    record = runs.get_run(config, args.device, on_epoch=lambda e: epochs.append(e["epoch"]))
+    if epochs:
+        print(f"trained {config.run_id}: epochs {epochs[0]}-{epochs[-1]} of {config.epochs} "
+              f"in {time.perf_counter() - start:.0f} s, test acc "
+              f"{100 * record.eval['paper_protocol']['acc']:.2f}% (paper protocol)", flush=True)
+    else:
+        print(f"reused {config.run_id}: complete in {record.path}", flush=True)
 
 
 def cmd_data(args) -> None:
@@ -120,7 +187,8 @@ def cmd_book(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hls", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
+    public = "run,list,table,plan,launch,publish,verify,data,bench,book"
+    sub = p.add_subparsers(dest="command", required=True, metavar="{" + public + "}")
 
     def common(sp, method=False):
         if method:
@@ -146,6 +214,45 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp)
     sp.add_argument("--methods", nargs="+")
     sp.set_defaults(func=cmd_table)
+
+    def selection(sp):
+        from .plan import CHAPTERS
+        sp.add_argument("--chapters", nargs="+", choices=CHAPTERS, help="default: every chapter")
+        sp.add_argument("--methods", nargs="+", help="only these methods (and their parents)")
+
+    sp = sub.add_parser("plan", help="every run of the book: state and estimated cost")
+    common(sp)
+    selection(sp)
+    sp.set_defaults(func=cmd_plan)
+
+    sp = sub.add_parser("launch", help="train the plan's missing runs in parallel")
+    common(sp)
+    selection(sp)
+    sp.add_argument("--backend", default="local", help="local (worker processes here)")
+    sp.add_argument("--workers", type=int,
+                    help="runs at once (default: 1 on the CPU, GPUs x runs-per-gpu on CUDA)")
+    sp.add_argument("--runs-per-gpu", type=int, default=1, help="runs sharing one GPU")
+    sp.add_argument("--device", help="cpu, cuda or auto (default: HLS_DEVICE or auto)")
+    sp.add_argument("--retrain", action="store_true",
+                    help="ignore the archive: train every run into the local store")
+    sp.set_defaults(func=cmd_launch)
+
+    sp = sub.add_parser("publish", help="copy the plan's complete runs into results/<profile>")
+    common(sp)
+    selection(sp)
+    sp.set_defaults(func=cmd_publish)
+
+    sp = sub.add_parser("verify", help="retrain archived runs and compare with the archive")
+    common(sp)
+    sp.add_argument("--methods", nargs="+")
+    sp.add_argument("--device", default="cpu",
+                    help="where to retrain (default cpu: bit for bit; else within 1e-4)")
+    sp.set_defaults(func=cmd_verify)
+
+    sp = sub.add_parser("train-one")    # the launcher's worker; not for people
+    sp.add_argument("config", help="a run folder or a config.json")
+    sp.add_argument("--device")
+    sp.set_defaults(func=cmd_train_one)
 
     sp = sub.add_parser("data", help="decode and cache the data set, print the LT counts")
     sp.add_argument("--dataset", default="cifar10")
@@ -181,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        return args.func(args) or 0
     except (ConfigError, DataError, ValueError) as exc:
         print(f"hls: error: {exc}", file=sys.stderr)
         return 2
@@ -189,7 +296,12 @@ def main(argv=None) -> int:
         print("hls: interrupted; the run resumes from its last finished epoch next time",
               file=sys.stderr)
         return 130
-    return 0
+    except RuntimeError as exc:
+        from .runs import RunBusy, RunFailed
+        if isinstance(exc, (RunFailed, RunBusy)):   # a diverged run: 1; a busy one: 2
+            print(f"hls: error: {exc}", file=sys.stderr)
+            return 1 if isinstance(exc, RunFailed) else 2
+        raise
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@
     run_book("cpu")  ->  book/_executed/cpu/chapters/*.ipynb  ->  book/_executed/cpu/_build/html/index.html
 
 `jupyter-book build book/` executes the chapters itself (profile from HLS_PROFILE); this is the other
-road: parameters given explicitly, and the executed notebooks kept next to their HTML. Training is
-cached by the run store either way, so the second road to a profile trains nothing new.
+road: parameters given explicitly, and the executed notebooks kept next to their HTML. Either way
+the notebooks only read run records: `run_book` first launches the runs the plan lacks
+(hls.launch), so a profile or an override never seen before trains here, once, and a second call
+trains nothing.
 """
 
 from __future__ import annotations
@@ -90,18 +92,26 @@ def run_book(
     overrides: dict | None = None,
     out_dir=None,
     build: bool = True,
+    workers: int = 1,
     **parameters,
 ) -> Path:
-    """Execute every chapter at `profile` into out_dir (default book/_executed/<profile>), then render it.
+    """Launch the plan's missing runs (on `device`, `workers` at a time), then execute every
+    chapter at `profile` into out_dir (default book/_executed/<profile>) and render it.
 
-    seeds, device, overrides and any further `parameters` go to every chapter's `parameters` cell;
+    seeds, overrides and any further `parameters` go to every chapter's `parameters` cell;
     left out (None), a chapter uses its own default. Returns the HTML index (with build=False:
     the folder of executed notebooks).
     """
-    params = {"profile": profile, "seeds": seeds, "device": device, "overrides": overrides, **parameters}
+    params = {"profile": profile, "seeds": seeds, "overrides": overrides, **parameters}
     params = {name: value for name, value in params.items() if value is not None}
     notebooks = chapter_notebooks()
     check_parameters(notebooks, params)
+
+    from .launch import launch
+    result = launch(profile, seeds=seeds, overrides=overrides, workers=workers, device=device)
+    if not result.ok:
+        raise RuntimeError(f"{len(result.failed)} run(s) of the {profile} plan failed; their "
+                           "logs are named in the table above")
 
     out_dir = Path(out_dir) if out_dir is not None else BOOK / "_executed" / profile
     copy_sources(out_dir)

@@ -20,7 +20,7 @@ from bs4 import BeautifulSoup
 from hls import book
 
 CHAPTERS = book.chapter_notebooks()
-PARAMETERS = {"profile", "seeds", "device", "overrides"}
+PARAMETERS = {"profile", "seeds", "overrides"}
 # Each chapter page shows exactly this many figures (<img> in cell outputs) ...
 FIGURES = {
     "01_motivation": 4,          # class counts, Fig. 2, Fig. 3, Fig. 4
@@ -28,15 +28,18 @@ FIGURES = {
     "03_main_results": 2,        # Table II as bars, per-class accuracy
     "04_ablations": 4,           # Fig. 6, Fig. 7, alpha drift, tau sensitivity
     "05_continued_training": 2,  # Fig. 8, each head during continued training
+    "06_claims": 0,              # the claims table only
 }
 # ... and, besides the provenance table, a table whose header names each of these columns.
 TABLES = {
     "01_motivation": ["paper protocol (%)", "val-chosen mu (%)", "paper (%)", "ours - paper", "backbone, normal cell"],
-    "02_method": ["HLS factor", "Eq. (17) factor", "backbone arch lr", "corr(norm, mu)"],
+    "02_method": ["HLS factor", "Eq. (17) factor", "backbone arch lr", "corr(norm, mu)",
+                  "corr(update, mu)"],
     "03_main_results": ["paper protocol (%)", "val-chosen mu (%)", "chosen mu", "head (%)", "tail (%)",
-                        "paper (%)", "ours - paper", "(40)", "middle"],
+                        "paper (%)", "ours - paper", "(40)", "middle", "val-chosen, plain acc (%)"],
     "04_ablations": ["mu_test = 1 (%)", "mu_test = 0 (%)", "tau", "HLS factor at mu = 0.5"],
     "05_continued_training": ["paper protocol (%)", "paper (%)", "mu_test = 1 (%)", "mu_test = 0 (%)"],
+    "06_claims": ["claim", "smoke"],
 }
 SMOKE_WARNING = "smoke profile: these numbers mean nothing, they only show that the code runs"
 
@@ -99,19 +102,37 @@ def test_first_code_cell_is_the_parameters_cell(chapter):
 
 
 def test_run_book_rejects_an_unknown_parameter(tmp_path):
-    with pytest.raises(ValueError, match=r"'epochs'.*valid parameters: profile, seeds, device, overrides"):
+    with pytest.raises(ValueError, match=r"'epochs'.*valid parameters: profile, seeds, overrides"):
         book.run_book("smoke", out_dir=tmp_path, epochs=3)
     assert not any(tmp_path.iterdir())  # rejected before anything was copied or executed
 
 
 @pytest.fixture(scope="session")
 def smoke_env(tmp_path_factory):
-    """HLS_PROFILE=smoke and one run store for every slow test."""
+    """HLS_PROFILE=smoke and one run store for every slow test, holding the smoke plan's runs
+    (trained here: notebooks only read), the archive switched off."""
+    from hls import plan, runs
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HLS_PROFILE", "smoke")
         mp.setenv("HLS_RUNS", str(tmp_path_factory.mktemp("runs")))
+        mp.setenv("HLS_ARCHIVE", "off")
         mp.setenv("PATH", str(Path(sys.executable).parent), prepend=os.pathsep)
+        for planned in plan.book_plan("smoke"):
+            runs.get_run(planned.config, "cpu")
         yield
+
+
+@pytest.mark.slow
+def test_a_chapter_without_its_runs_names_the_launch_command(tmp_path, monkeypatch):
+    """Neither in the run store nor in the archive: the chapter stops at once with one line
+    saying which command makes the runs (and trains nothing)."""
+    monkeypatch.setenv("HLS_RUNS", str(tmp_path / "empty"))
+    monkeypatch.setenv("HLS_ARCHIVE", "off")
+    with pytest.raises(papermill.PapermillExecutionError) as failure:
+        book.execute_chapter(CHAPTERS[0], tmp_path / "out.ipynb", {"profile": "smoke"})
+    assert failure.value.ename == "MissingRun"
+    assert "python -m hls launch --profile smoke" in failure.value.evalue
+    assert not (tmp_path / "empty").exists() or not any((tmp_path / "empty").iterdir())
 
 
 @pytest.fixture(scope="session")

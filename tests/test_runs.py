@@ -1,6 +1,9 @@
-"""The run store and the command line: cache hits, force, resume, atomic writes, failures."""
+"""The run store and the command line: cache hits, force, resume, atomic writes, failures,
+locks, damaged records, what facts.json says about the code."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
 
@@ -8,6 +11,13 @@ import pytest
 import torch
 
 from hls import experiments, runs, train
+from hls.config import VERSION
+
+
+@pytest.fixture(autouse=True)
+def empty_archive(tmp_path, monkeypatch):
+    """No test reads the repository's results/: an archived run would not be trained."""
+    monkeypatch.setenv("HLS_ARCHIVE", str(tmp_path / "results"))
 
 
 def smoke(method="darts", **overrides):
@@ -67,7 +77,7 @@ def test_crash_while_writing_never_reads_as_complete(store, monkeypatch):
     with pytest.raises(OSError):
         runs.get_run(smoke(), "cpu")
     assert runs.status(smoke())["state"] == "running"
-    assert not list(store.rglob(".*.tmp")) or True     # temp files are never renamed into place
+    assert not list(store.rglob(".*.tmp"))     # a failed write removes its temporary file
     monkeypatch.setattr(runs, "write_json", real)
     assert runs.get_run(smoke(), "cpu").eval["paper_protocol"]["acc"] >= 0
 
@@ -132,3 +142,86 @@ def test_cli_run_list_and_table(store):
     assert "complete" in listed.stdout and "darts-" in listed.stdout
     table = cli("table", "--profile", "smoke", "--seeds", "0", "--set", "epochs=1")
     assert "DARTS" in table.stdout and "not run" in table.stdout   # HLS etc. were not trained
+
+
+def test_cli_diverged_run_is_one_line_exit_1(store):
+    result = cli("run", "darts", "--profile", "smoke", "--seeds", "0", "--set", "epochs=1",
+                 "--set", "lr=1e30")
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hls: error: run darts-"), lines
+    assert "non-finite" in lines[0]
+
+
+def test_metrics_keep_every_key_of_the_epoch_record(store, monkeypatch):
+    real = train.Search.run_epoch
+
+    def with_new_metric(self, *args, **kwargs):
+        record = real(self, *args, **kwargs)
+        record["a_new_metric"] = 0.5
+        return record
+    monkeypatch.setattr(train.Search, "run_epoch", with_new_metric)
+    record = runs.get_run(smoke(epochs=1), "cpu")
+    metrics = json.loads((record.path / "metrics.json").read_text())
+    assert metrics[0]["a_new_metric"] == 0.5 and "arch_grad_norm" in metrics[0]
+    assert "alphas" not in metrics[0] and "genotype" not in metrics[0]
+    assert record.history[0]["genotype"] == record.genotype
+
+
+def test_facts_say_which_code_made_the_record(store):
+    facts = runs.get_run(smoke(epochs=1), "cpu").facts
+    assert facts["torch_threads"] == torch.get_num_threads()
+    assert facts["hls"] == VERSION
+    assert facts["torch"] == torch.__version__ and facts["device"] == "cpu"
+    assert facts["code_fingerprint"] == runs.current_fingerprint()
+    assert len(facts["code_fingerprint"]) == 12
+    assert facts["git_commit"] is None or len(facts["git_commit"].split("+")[0]) >= 7
+    assert runs.reproducible_here(facts)
+    assert not runs.reproducible_here({**facts, "code_fingerprint": "0" * 12})
+    assert not runs.reproducible_here({**facts, "hls": "0.0.0"})
+
+
+def test_a_held_lock_names_its_holder(tmp_path):
+    folder = tmp_path / "darts-000000000000"
+    with runs.run_lock(folder):
+        assert runs.lock_holder(folder) == f"{os.uname().nodename} pid {os.getpid()}"
+        with pytest.raises(runs.RunBusy, match=f"trained by .* pid {os.getpid()}"):
+            with runs.run_lock(folder, wait=False):
+                pass
+    assert runs.lock_holder(folder) is None
+
+
+def test_the_lock_of_a_killed_process_is_free(tmp_path):
+    folder = tmp_path / "darts-000000000000"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
+         "from hls.runs import run_lock\n"
+         "with run_lock(Path(sys.argv[1])):\n    print('locked', flush=True); time.sleep(600)",
+         str(folder)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert runs.lock_holder(folder).endswith(f"pid {holder.pid}")
+        with pytest.raises(runs.RunBusy, match=f"pid {holder.pid}"):
+            with runs.run_lock(folder, wait=False):
+                pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert runs.lock_holder(folder) is None
+    with runs.run_lock(folder, wait=False):     # taken over without waiting
+        pass
+
+
+def test_damaged_records_are_one_line_errors(store):
+    folder = store / smoke().run_id
+    folder.mkdir(parents=True)
+    (folder / "status.json").write_text('{"state": "compl')
+    with pytest.raises(runs.RecordError) as bad_json:
+        runs.get_run(smoke(), "cpu")
+    message = str(bad_json.value)
+    assert "status.json is not valid JSON" in message and "--force" in message
+    assert str(folder) in message and "\n" not in message
+
+    (folder / "status.json").write_text('{"state": "complete", "epoch": 3}')
+    with pytest.raises(runs.RecordError, match="metrics.json is missing from a run marked complete"):
+        runs.get_run(smoke(), "cpu")

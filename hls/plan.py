@@ -1,0 +1,224 @@
+"""Which runs each chapter of the book needs, as data, and the whole book's plan.
+
+A chapter's needs are entries (key, method, overrides): the key is what the chapter's notebook
+calls the runs ("darts", or "tau=20" in the tau sweep), the overrides are the entry's own
+settings, which win over the user's (`--set`), as the tau sweep must. Every entry is trained for
+every seed of the chapter.
+
+    chapter_configs("04_ablations", "cpu")  ->  {"hls": [RunConfig], ..., "tau=20": [...]}
+    chapter_records(...)                     ->  the same keys, RunRecords (never trains)
+    book_plan("cpu")                         ->  every distinct run, parents first, with state
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import experiments, runs
+from .config import ConfigError, RunConfig
+
+CHAPTERS = ("01_motivation", "02_method", "03_main_results", "04_ablations",
+            "05_continued_training")
+
+
+@dataclass(frozen=True)
+class Need:
+    key: str            # what the notebook calls it
+    method: str
+    overrides: dict = field(default_factory=dict)
+
+
+def _methods(*names: str) -> list[Need]:
+    return [Need(name, name) for name in names]
+
+
+def chapter_needs(chapter: str, profile: str) -> list[Need]:
+    """The entries of one chapter at one profile (the tau sweep depends on the profile)."""
+    if chapter == "01_motivation":
+        return _methods("darts", "darts_resample", "darts_bbn")
+    if chapter == "02_method":
+        return _methods("darts_bbn", "hls")
+    if chapter == "03_main_results":
+        return _methods(*experiments.TABLE_II_METHODS)
+    if chapter == "04_ablations":
+        taus = sorted({*experiments.PROFILES[profile]["taus"], experiments.TAU})
+        return _methods("hls", "darts_bbn", "hls_weights") + [
+            Need(f"tau={tau:g}", "hls", {"hls_tau": tau}) for tau in taus]
+    if chapter == "05_continued_training":
+        return _methods("hls", "ct_mu0", "ct_mu05", "ct_rs", "ct_frozen")
+    raise ConfigError(f"unknown chapter {chapter!r}; choose one of {', '.join(CHAPTERS)}")
+
+
+def chapter_seeds(chapter: str, profile: str, seeds=None) -> list[int]:
+    """Explicit seeds win; Table II uses the profile's table_seeds (else its seeds)."""
+    if seeds is not None:
+        return list(seeds)
+    p = experiments.PROFILES[profile]
+    if chapter == "03_main_results":
+        return list(p.get("table_seeds", p["seeds"]))
+    return list(p["seeds"])
+
+
+def chapter_configs(chapter: str, profile: str | None = None, seeds=None,
+                    overrides: dict | None = None) -> dict[str, list[RunConfig]]:
+    """key -> one RunConfig per seed, for every entry of the chapter."""
+    profile = experiments.check_profile(profile)
+    return {need.key: [experiments.config(need.method, profile, seed,
+                                          {**(overrides or {}), **need.overrides})
+                       for seed in chapter_seeds(chapter, profile, seeds)]
+            for need in chapter_needs(chapter, profile)}
+
+
+def chapter_records(chapter: str, profile: str | None = None, seeds=None,
+                    overrides: dict | None = None) -> dict[str, list[runs.RunRecord]]:
+    """key -> one RunRecord per seed, from the store or the archive; never trains.
+
+    A missing run raises runs.MissingRun naming the launch command that makes it."""
+    profile = experiments.check_profile(profile)
+    return {key: [runs.read_run(c, profile, seeds, overrides) for c in configs]
+            for key, configs in chapter_configs(chapter, profile, seeds, overrides).items()}
+
+
+# ---- the whole book
+
+# Measured seconds per epoch, by profile and kind of run, for the plan's cost column:
+#   cpu: docs/results-cpu.md, 2-core development machine: single-branch runs 186-198 s for
+#        3 epochs (~62 s/epoch), two-branch 334-387 s for 3 (~115 s/epoch), continued training
+#        122-140 s for its one epoch (~130 s).
+#   smoke: about a second an epoch (3 steps of a tiny net), plus start-up.
+#   paper: docs/performance.md, one H200: 50 x 77 second-order BBN steps of 1.97 s = 2.1 h,
+#        ~150 s/epoch with the per-epoch validation; single-branch runs are not measured.
+SECONDS_PER_EPOCH = {
+    ("cpu", "single"): 62, ("cpu", "bilateral"): 115, ("cpu", "continued"): 130,
+    ("smoke", "single"): 1, ("smoke", "bilateral"): 1, ("smoke", "continued"): 1,
+    ("paper", "bilateral"): 150, ("paper", "continued"): 150,
+}
+START_SECONDS = {"cpu": 5, "smoke": 5, "paper": 15}   # process start, data, evaluation
+
+
+def run_kind(config: RunConfig) -> str:
+    if config.parent is not None:
+        return "continued"
+    return "bilateral" if config.bilateral else "single"
+
+
+def estimate_seconds(config: RunConfig, profile: str) -> float | None:
+    """Seconds to train `config` from scratch at `profile`; None where nothing was measured."""
+    per_epoch = SECONDS_PER_EPOCH.get((profile, run_kind(config)))
+    if per_epoch is None:
+        return None
+    return START_SECONDS.get(profile, 0) + per_epoch * config.epochs
+
+
+@dataclass
+class PlannedRun:
+    config: RunConfig
+    chapters: list[str]
+    keys: list[str]             # what the chapters call it ("darts", "tau=20")
+    state: str                  # archived | complete | running | interrupted | failed | missing
+    est_seconds: float | None   # from scratch; None: unknown
+    holder: str | None = None   # who trains it, when running
+
+    @property
+    def method(self) -> str:
+        return self.config.method
+
+    @property
+    def seed(self) -> int:
+        return self.config.seed
+
+    @property
+    def run_id(self) -> str:
+        return self.config.run_id
+
+    @property
+    def parent(self) -> str | None:
+        return self.config.parent.run_id if self.config.parent is not None else None
+
+    @property
+    def done(self) -> bool:
+        return self.state in ("complete", "archived")
+
+
+def run_state(config: RunConfig) -> tuple[str, str | None]:
+    """(state, holder) of one run: complete (local) > archived > the local store's state.
+
+    A status "running" whose lock nobody holds is a run killed mid-way: "interrupted"."""
+    folder = runs.runs_dir() / config.run_id
+    local = runs._status(folder)["state"]
+    if local == "complete":
+        return "complete", None
+    if runs.archived_folder(config.run_id) is not None:
+        return "archived", None
+    if local == "running":
+        holder = runs.lock_holder(folder)
+        return ("running", holder) if holder else ("interrupted", None)
+    return ("failed" if local == "failed" else "missing"), None
+
+
+def book_plan(profile: str | None = None, seeds=None, overrides: dict | None = None,
+              chapters=None, methods=None) -> list[PlannedRun]:
+    """Every distinct run of the book (or of `chapters`), parents before their children.
+
+    methods: keep only runs of these methods (and the parents they start from)."""
+    profile = experiments.check_profile(profile)
+    chapters = list(chapters) if chapters is not None else list(CHAPTERS)
+    by_id: dict[str, tuple[RunConfig, list[str], list[str]]] = {}
+
+    def add(config: RunConfig, chapter: str | None, key: str | None):
+        if config.parent is not None:     # the parent first, so it comes earlier in the plan
+            add(config.parent, None, None)
+        _, needed_by, keys = by_id.setdefault(config.run_id, (config, [], []))
+        if chapter is not None and chapter not in needed_by:
+            needed_by.append(chapter)
+        if key is not None and key not in keys:
+            keys.append(key)
+
+    for chapter in chapters:
+        for key, configs in chapter_configs(chapter, profile, seeds, overrides).items():
+            for config in configs:
+                if methods is None or config.method in methods:
+                    add(config, chapter, key)
+
+    plan = []
+    for config, needed_by, keys in by_id.values():
+        state, holder = run_state(config)
+        plan.append(PlannedRun(config, needed_by, keys, state,
+                               estimate_seconds(config, profile), holder))
+    return plan
+
+
+def label(run: PlannedRun) -> str:
+    """The method, and the sweep key when that is how a chapter names the run (hls tau=20)."""
+    extra = [k for k in run.keys if k != run.method]
+    return run.method + (f" {extra[0]}" if extra and run.method not in run.keys else "")
+
+
+def format_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def plan_table(plan: list[PlannedRun]) -> str:
+    """The plan as the `plan` command prints it, with the totals."""
+    lines = [f"{'method':<16} {'seed':>4}  {'run id':<28} {'parent':<28} {'state':<12} "
+             f"{'est. cost':>12}  chapters"]
+    for r in plan:
+        chapters = ", ".join(c.split("_")[0] for c in r.chapters) or "(parent)"
+        state = r.state + (f" by {r.holder}" if r.holder else "")
+        lines.append(f"{label(r):<16} {r.seed:>4}  {r.run_id:<28} {r.parent or '-':<28} "
+                     f"{state:<12} {format_seconds(r.est_seconds):>12}  {chapters}")
+    todo = [r for r in plan if not r.done]
+    known = [r.est_seconds for r in todo if r.est_seconds is not None]
+    unknown = len(todo) - len(known)
+    left = format_seconds(sum(known)) + (f" + {unknown} of unknown cost" if unknown else "")
+    counts = {s: sum(r.state == s for r in plan) for s in dict.fromkeys(r.state for r in plan)}
+    lines.append(f"{len(plan)} runs ({', '.join(f'{n} {s}' for s, n in counts.items())}); "
+                 f"left to train: {len(todo)} runs, about {left} on one worker")
+    return "\n".join(lines)

@@ -1,0 +1,226 @@
+"""The plan, the local launcher, the results archive and verify, at the smoke profile.
+
+Every run here is a smoke run of one to three epochs; runs the launcher trains are subprocesses
+(`python -m hls train-one`), which read HLS_RUNS, HLS_ARCHIVE and HLS_DATA_SOURCE from the
+environment this test process passes on.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from hls import experiments, launch, plan, runs
+
+ONE_EPOCH = {"epochs": 1}
+
+
+@pytest.fixture(autouse=True)
+def private_stores(tmp_path, monkeypatch):
+    """An empty store and an empty archive for every test (never the repository's results/)."""
+    monkeypatch.setenv("HLS_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("HLS_ARCHIVE", str(tmp_path / "results"))
+    monkeypatch.setenv("HLS_PROGRESS", "0")
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "hls", *args], capture_output=True, text=True,
+                          env=dict(os.environ), timeout=600)
+
+
+def without_wall_clock(metrics):
+    return [{k: v for k, v in epoch.items() if k != "seconds"} for epoch in metrics]
+
+
+def record_files(folder):
+    return {name: json.loads((folder / name).read_text())
+            for name in ("eval.json", "metrics.json")}
+
+
+# ---- the plan
+
+
+def test_the_plan_lists_parents_before_children():
+    book = plan.book_plan("smoke")
+    position = {r.run_id: i for i, r in enumerate(book)}
+    assert len(position) == len(book)                               # every run once
+    children = [r for r in book if r.parent is not None]
+    assert children and all(position[r.parent] < position[r.run_id] for r in children)
+    assert all(r.state == "missing" for r in book)
+
+    # a parent no chapter asks for directly is planned all the same, first
+    only_child = plan.book_plan("smoke", [0], chapters=["05_continued_training"],
+                                methods=["ct_mu0"])
+    assert [r.method for r in only_child] == ["hls", "ct_mu0"]
+    assert only_child[0].chapters == [] and only_child[1].parent == only_child[0].run_id
+
+
+def test_chapter_configs_tau_sweep_and_table_seeds():
+    ablations = plan.chapter_configs("04_ablations", "smoke", overrides={"hls_tau": 3.0})
+    assert list(ablations) == ["hls", "darts_bbn", "hls_weights", "tau=1", "tau=5", "tau=20"]
+    assert [c.hls_tau for c in ablations["tau=20"]] == [20.0, 20.0]   # the sweep wins
+    assert ablations["hls"][0].hls_tau == 3.0                         # --set elsewhere
+    table = plan.chapter_configs("03_main_results", "cpu")
+    assert list(table) == experiments.TABLE_II_METHODS
+    assert [c.seed for c in table["darts"]] == [0, 1, 2]              # the cpu table_seeds
+    assert [c.seed for c in plan.chapter_configs("01_motivation", "cpu")["darts"]] == [0]
+    assert [c.seed for c in plan.chapter_configs("03_main_results", "cpu",
+                                                 seeds=[4])["darts"]] == [4]
+    estimate = plan.estimate_seconds(table["darts_bbn"][0], "cpu")
+    assert estimate > plan.estimate_seconds(table["darts"][0], "cpu") > 0
+    assert plan.estimate_seconds(table["darts"][0], "paper") is None  # not measured
+
+
+def test_a_run_in_neither_store_nor_archive_names_the_launch_command():
+    with pytest.raises(runs.MissingRun) as missing:
+        plan.chapter_records("01_motivation", "smoke", seeds=[9], overrides=ONE_EPOCH)
+    message = str(missing.value)
+    assert "\n" not in message and "darts seed 9 (darts-" in message
+    assert message.endswith("make it with: python -m hls launch --profile smoke --seeds 9 "
+                            "--set epochs=1")
+
+
+def test_a_damaged_status_is_one_line_through_the_cli(tmp_path):
+    folder = tmp_path / "runs" / experiments.config("darts", "smoke", 0, ONE_EPOCH).run_id
+    folder.mkdir(parents=True)
+    (folder / "status.json").write_text("{not json")
+    result = cli("run", "darts", "--profile", "smoke", "--seeds", "0", "--set", "epochs=1")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hls: error: "), lines
+    assert f"{folder}/status.json is not valid JSON" in lines[0]
+    assert f"delete the folder {folder} or rerun with --force" in lines[0]
+
+
+# ---- launching
+
+
+def test_a_parallel_launch_equals_the_serial_one(tmp_path, monkeypatch):
+    """Two workers of one thread each against one worker of one thread: the same numbers."""
+    results = {}
+    for workers in (1, 2):
+        monkeypatch.setenv("HLS_RUNS", str(tmp_path / f"runs{workers}"))
+        result = launch.launch("smoke", [0], ONE_EPOCH, workers=workers, threads=1,
+                               chapters=["02_method"], progress=False)
+        assert result.ok and [o.outcome for o in result.outcomes] == ["trained", "trained"]
+        assert all((o.log.exists() and "trained" in o.log.read_text()) for o in result.outcomes)
+        results[workers] = result
+    for serial, parallel in zip(results[1].outcomes, results[2].outcomes):
+        assert serial.run.run_id == parallel.run.run_id
+        a, b = (record_files(o.log.parent) for o in (serial, parallel))
+        assert a["eval.json"] == b["eval.json"]
+        assert without_wall_clock(a["metrics.json"]) == without_wall_clock(b["metrics.json"])
+    again = launch.launch("smoke", [0], ONE_EPOCH, workers=2, chapters=["02_method"],
+                          progress=False)
+    assert [o.outcome for o in again.outcomes] == ["reused", "reused"]
+
+
+def test_a_failed_run_skips_its_children_and_names_its_log():
+    result = launch.launch("smoke", [0], {**ONE_EPOCH, "lr": 1e30}, workers=2,
+                           chapters=["05_continued_training"], methods=["ct_mu0"],
+                           progress=False)
+    parent, child = result.outcomes
+    assert (parent.outcome, child.outcome) == ("failed", "skipped") and not result.ok
+    assert "non-finite" in parent.detail and str(parent.log) in result.table()
+    assert parent.run.run_id in child.detail
+
+
+def _train_one(config):
+    """A worker as the launcher starts it, on the run's folder in the store."""
+    folder = runs.runs_dir() / config.run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    runs.write_json(folder / "config.json", config.to_dict())
+    return subprocess.Popen([sys.executable, "-m", "hls", "train-one", str(folder),
+                             "--device", "cpu"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "HLS_THREADS": "1"})
+
+
+def test_a_killed_worker_leaves_a_run_the_next_launch_resumes():
+    overrides = {"epochs": 3}
+    config = plan.chapter_configs("01_motivation", "smoke", [0], overrides)["darts"][0]
+    worker = _train_one(config)
+    deadline = time.time() + 120
+    while time.time() < deadline and runs.status(config).get("epoch", 0) < 1:
+        time.sleep(0.02)
+    worker.send_signal(signal.SIGKILL)      # after the first epoch's checkpoint
+    worker.wait()
+    assert (runs.runs_dir() / config.run_id / "checkpoint.pt").exists()
+    [planned] = plan.book_plan("smoke", [0], overrides, ["01_motivation"], ["darts"])
+    assert planned.state == "interrupted"
+
+    result = launch.launch("smoke", [0], overrides, chapters=["01_motivation"],
+                           methods=["darts"], threads=1, progress=False)
+    [outcome] = result.outcomes
+    assert outcome.outcome == "trained", outcome.detail
+    last = outcome.log.read_text().strip().splitlines()[-1]
+    assert last.startswith(f"trained {config.run_id}: epochs ") and " 1-3 " not in last
+    assert len(runs.read_run(config).history) == 3
+
+
+def test_two_processes_asking_for_one_run_train_it_once():
+    config = experiments.config("darts", "smoke", 0, {"epochs": 3})
+    workers = [_train_one(config) for _ in range(2)]
+    outputs = [w.communicate(timeout=300) for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    said = sorted(out.split()[0] for out, _ in outputs)
+    assert said == ["reused", "trained"], outputs
+    trained_out = next(out for out, _ in outputs if out.startswith("trained"))
+    assert "epochs 1-3 of 3" in trained_out
+    reused_err = next(err for out, err in outputs if out.startswith("reused"))
+    assert not reused_err or f"waiting for run {config.run_id}: held by " in reused_err
+
+
+# ---- the archive and verify
+
+
+@pytest.fixture
+def archived(tmp_path):
+    """A darts smoke run (one epoch) trained and published into the test's archive."""
+    config = experiments.config("darts", "smoke", 0, ONE_EPOCH)
+    trained = runs.get_run(config, "cpu")
+    published = launch.publish("smoke", [0], ONE_EPOCH, ["01_motivation"], ["darts"])
+    assert [(r.run_id, what) for r, what in published] == [(config.run_id, "published")]
+    return config, trained
+
+
+def test_an_archived_run_round_trips(archived, tmp_path, monkeypatch):
+    config, trained = archived
+    folder = tmp_path / "results" / "smoke" / config.run_id
+    assert sorted(p.name for p in folder.iterdir()) == sorted(runs.RECORD_FILES)
+    again = launch.publish("smoke", [0], ONE_EPOCH, ["01_motivation"], ["darts"])
+    assert [what for _, what in again] == ["unchanged"]
+
+    shutil.rmtree(runs.runs_dir())
+    record = runs.read_run(config)
+    assert record.path == folder
+    assert (record.config, record.eval, record.history, record.facts) == \
+        (trained.config, trained.eval, trained.history, trained.facts)
+    assert plan.run_state(config)[0] == "archived"
+    assert runs.get_run(config, "cpu").path == folder          # used, not trained
+    assert not (runs.runs_dir() / config.run_id).exists()
+    monkeypatch.setenv("HLS_ARCHIVE", "off")
+    with pytest.raises(runs.MissingRun):
+        runs.read_run(config)
+
+
+def test_verify_passes_untouched_and_catches_a_changed_number(archived, tmp_path):
+    config, _ = archived
+    args = ["verify", "--profile", "smoke", "--methods", "darts", "--seeds", "0",
+            "--set", "epochs=1"]
+    ok = cli(*args)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "bit for bit" in ok.stdout and "matches" in ok.stdout
+
+    eval_path = tmp_path / "results" / "smoke" / config.run_id / "eval.json"
+    changed = json.loads(eval_path.read_text())
+    changed["val_chosen"]["acc"] += 1e-9
+    eval_path.write_text(json.dumps(changed))
+    bad = cli(*args)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "eval.val_chosen.acc:" in bad.stdout and "0 of 1 match" in bad.stdout
