@@ -205,3 +205,20 @@ def test_relative_data_source_is_read_from_the_repository_root(tmp_path, monkeyp
     assert data.source_path("no/such/archive.tar.gz") == Path("no/such/archive.tar.gz")
     (tmp_path / "local.tar.gz").write_bytes(b"")
     assert data.source_path("local.tar.gz") == Path("local.tar.gz")  # the working dir wins
+
+
+def test_run_seeds_share_one_data_set():
+    """Two run seeds with one data seed train on the same images (the spread over seeds is
+    initialisation and sampling, not a different data set); another data seed draws others."""
+    from hls import experiments, runs
+    first, second = (experiments.config("darts", "smoke", seed) for seed in (0, 1))
+    assert first.data_seed == second.data_seed == 0
+
+    def data(c):
+        return runs._data(c.dataset, c.ratio, c.val_fraction, c.data_seed, "cpu", c.test_per_class)
+    a, b, other = data(first), data(second), data(first.replace(data_seed=1))
+    for split in ("train", "val"):
+        assert torch.equal(getattr(a, split).images, getattr(b, split).images)
+        assert torch.equal(getattr(a, split).labels, getattr(b, split).labels)
+    assert not torch.equal(a.train.images, other.train.images)
+    assert torch.equal(a.train.class_counts, other.train.class_counts)
