@@ -1,4 +1,5 @@
-"""Command line: python -m hls {run, list, table, plan, launch, publish, verify, data, bench, book} ...
+"""Command line: python -m hls {run, list, table, plan, launch, publish, verify, data, bench,
+book} ...
 
 Bad input ends with one line `hls: error: ...` naming the problem and the fix, exit code 2; a
 run that diverged ends the same way with exit code 1.
@@ -186,7 +187,7 @@ def cmd_book(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hls", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="hls", description=" ".join(__doc__.split("\n\n")[0].split()))
     public = "run,list,table,plan,launch,publish,verify,data,bench,book"
     sub = p.add_subparsers(dest="command", required=True, metavar="{" + public + "}")
 

@@ -42,14 +42,18 @@ DEVICE_TOLERANCE = 1e-4
 @contextlib.contextmanager
 def environment(**values: str | None):
     """Set (or, with None, unset) environment variables for the block."""
-    saved = {k: os.environ.get(k) for k in values}
+    def apply(settings: dict):
+        for key, value in settings.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    saved = {key: os.environ.get(key) for key in values}
+    apply(values)
     try:
-        for key, value in values.items():
-            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
         yield
     finally:
-        for key, value in saved.items():
-            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+        apply(saved)
 
 
 # ---- launch
@@ -208,10 +212,10 @@ def _start(run: PlannedRun, slot: int, device: str, env: dict) -> Job:
     folder.mkdir(parents=True, exist_ok=True)
     runs.write_json(folder / "config.json", run.config.to_dict())    # what train-one reads
     log = folder / "log.txt"
+    gpu = f", GPU {env['CUDA_VISIBLE_DEVICES']}" if "CUDA_VISIBLE_DEVICES" in env else ""
     with open(log, "a") as out:     # the child holds its own descriptor; appended on resume
         out.write(f"---- {time.strftime('%Y-%m-%d %H:%M:%S')} train-one {run.run_id} "
-                  f"({device}, {env['HLS_THREADS']} torch threads"
-                  f"{', GPU ' + env['CUDA_VISIBLE_DEVICES'] if 'CUDA_VISIBLE_DEVICES' in env else ''})\n")
+                  f"({device}, {env['HLS_THREADS']} torch threads{gpu})\n")
         out.flush()
         proc = subprocess.Popen(
             [sys.executable, "-m", "hls", "train-one", str(folder), "--device", device],
@@ -273,6 +277,8 @@ class ProgressView:
         else:
             left = None
         left_text = f"~{format_seconds(left)} left" if left is not None else "time left unknown"
+        if job.epoch >= run.config.epochs:
+            left_text = "evaluating"
         return (f"  {planning.label(run):<16} seed {run.seed:<3} {run.run_id:<28} "
                 f"epoch {job.epoch}/{run.config.epochs}  {format_seconds(elapsed)} elapsed, "
                 f"{left_text}")

@@ -224,3 +224,28 @@ def test_verify_passes_untouched_and_catches_a_changed_number(archived, tmp_path
     bad = cli(*args)
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "eval.val_chosen.acc:" in bad.stdout and "0 of 1 match" in bad.stdout
+
+
+def test_publish_replaces_a_changed_copy_atomically(tmp_path):
+    source, target = tmp_path / "store" / "darts-x", tmp_path / "results" / "cpu" / "darts-x"
+    source.mkdir(parents=True)
+    for name in (*runs.RECORD_FILES, "checkpoint.pt", "lock", "log.txt"):
+        (source / name).write_text("{}")
+    assert launch.publish_run(source, target) == "published"
+    assert launch.publish_run(source, target) == "unchanged"
+    (source / "eval.json").write_text('{"acc": 1}')
+    assert launch.publish_run(source, target) == "published"
+    assert (target / "eval.json").read_text() == '{"acc": 1}'
+    assert sorted(p.name for p in target.parent.iterdir()) == ["darts-x"]   # no temp folders
+    assert sorted(p.name for p in target.iterdir()) == sorted(runs.RECORD_FILES)
+
+
+def test_first_difference_names_the_key_and_both_values():
+    a = {"metrics": [{"loss": 1.0, "seconds": 3.0}], "acc": 0.5}
+    assert launch.first_difference(a, a) is None
+    slower = {"metrics": [{"loss": 1.0, "seconds": 9.0}], "acc": 0.5}
+    assert launch.first_difference(a, slower, skip=("seconds",)) is None
+    off = {"metrics": [{"loss": 1.0 + 1e-12, "seconds": 3.0}], "acc": 0.5}
+    assert launch.first_difference(a, off, "run", skip=("seconds",)) == \
+        f"run.metrics[0].loss: 1.0 vs {1.0 + 1e-12!r}"
+    assert launch.first_difference(a, off, tolerance=1e-4, skip=("seconds",)) is None

@@ -223,5 +223,5 @@ def test_damaged_records_are_one_line_errors(store):
     assert str(folder) in message and "\n" not in message
 
     (folder / "status.json").write_text('{"state": "complete", "epoch": 3}')
-    with pytest.raises(runs.RecordError, match="metrics.json is missing from a run marked complete"):
+    with pytest.raises(runs.RecordError, match="metrics.json is missing from a run marked"):
         runs.get_run(smoke(), "cpu")
