@@ -11,6 +11,9 @@ def session_store(tmp_path_factory):
     """Every test trains into a temporary run store unless it sets its own HLS_RUNS."""
     if not os.environ.get("HLS_RUNS"):
         os.environ["HLS_RUNS"] = str(tmp_path_factory.mktemp("runs"))
+    # and an empty archive: a test never reads (or publishes into) the repository's results/,
+    # except tests/test_archive.py, which looks at it on purpose
+    os.environ["HLS_ARCHIVE"] = str(tmp_path_factory.mktemp("archive"))
     os.environ.setdefault("HLS_PROGRESS", "0")
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     yield
