@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	  echo "error: $$free GB free here, the environment needs about $(NEED_GB) GB; free disk space and rerun" >&2; exit 2; fi
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[book,test]'
+	$(BIN)/pip install -q -e '.[book,test,launch]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (hls)" >/dev/null
 	touch $(STAMP)
 

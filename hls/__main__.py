@@ -100,7 +100,10 @@ def cmd_launch(args) -> int:
     from .launch import launch
     result = launch(args.profile, args.seeds, parse_settings(args.set), backend=args.backend,
                     workers=args.workers, runs_per_gpu=args.runs_per_gpu, device=args.device,
-                    retrain=args.retrain, chapters=args.chapters, methods=args.methods)
+                    retrain=args.retrain, chapters=args.chapters, methods=args.methods,
+                    threads=args.threads, time_limit=args.time_limit, partition=args.partition,
+                    slurm=parse_settings(args.slurm, "--slurm", "account=myproject"),
+                    cluster=args.slurm_cluster, ray_address=args.ray_address)
     print(result.table())
     return 0 if result.ok else 1
 
@@ -133,26 +136,8 @@ def cmd_verify(args) -> int:
 
 def cmd_train_one(args) -> None:
     """The launcher's worker: train (or reuse) one config with the store's get_run."""
-    import os
-    import time
-    from . import runs
-    from .launch import read_config_file
-    threads = os.environ.get("HLS_THREADS")
-    if threads:     # the launcher divides the cores between its workers
-        import torch
-        if not threads.isdigit() or int(threads) < 1:
-            raise ConfigError(f"HLS_THREADS must be a whole number >= 1 (got {threads!r})")
-        torch.set_num_threads(int(threads))
-    config = read_config_file(args.config)
-    epochs = []
-    start = time.perf_counter()
-    record = runs.get_run(config, args.device, on_epoch=lambda e: epochs.append(e["epoch"]))
-    if epochs:
-        print(f"trained {config.run_id}: epochs {epochs[0]}-{epochs[-1]} of {config.epochs} "
-              f"in {time.perf_counter() - start:.0f} s, test acc "
-              f"{100 * record.eval['paper_protocol']['acc']:.2f}% (paper protocol)", flush=True)
-    else:
-        print(f"reused {config.run_id}: complete in {record.path}", flush=True)
+    from .launch import train_one
+    print(train_one(args.config, args.device), flush=True)
 
 
 def cmd_data(args) -> None:
@@ -229,13 +214,35 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("launch", help="train the plan's missing runs in parallel")
     common(sp)
     selection(sp)
-    sp.add_argument("--backend", default="local", help="local (worker processes here)")
+    from .launch import BACKENDS, DEFAULT_TIME_LIMIT_MIN, SLURM_CPUS_PER_TASK
+    sp.add_argument("--backend", default="local", choices=BACKENDS,
+                    help="local (worker processes here, the default), slurm (submitit job "
+                         "arrays) or ray (Ray tasks)")
     sp.add_argument("--workers", type=int,
-                    help="runs at once (default: 1 on the CPU, GPUs x runs-per-gpu on CUDA)")
-    sp.add_argument("--runs-per-gpu", type=int, default=1, help="runs sharing one GPU")
-    sp.add_argument("--device", help="cpu, cuda or auto (default: HLS_DEVICE or auto)")
+                    help="runs at once (default: 1 on the CPU, GPUs x runs-per-gpu on CUDA; "
+                         "slurm: the job arrays' parallelism, default unlimited)")
+    sp.add_argument("--runs-per-gpu", type=int, default=1,
+                    help="runs sharing one GPU (local and ray; a Slurm task has its own GPU)")
+    sp.add_argument("--threads", type=int,
+                    help="torch threads (and CPUs) per run (default: the cores divided between "
+                         f"the runs at once; slurm: {SLURM_CPUS_PER_TASK})")
+    sp.add_argument("--device", help="cpu, cuda or auto (default: HLS_DEVICE or auto; slurm: "
+                                     "cuda, cpu asks for no GPU)")
     sp.add_argument("--retrain", action="store_true",
                     help="ignore the archive: train every run into the local store")
+    slurm = sp.add_argument_group("slurm backend")
+    slurm.add_argument("--time-limit", type=int, default=DEFAULT_TIME_LIMIT_MIN,
+                       metavar="MINUTES", help="per task; a task that reaches it is requeued "
+                       f"and resumes from its epoch checkpoint (default {DEFAULT_TIME_LIMIT_MIN})")
+    slurm.add_argument("--partition", help="the Slurm partition (default: the cluster's)")
+    slurm.add_argument("--slurm", action="append", metavar="KEY=VALUE",
+                       help="any other submitit Slurm parameter, e.g. --slurm account=me "
+                            "--slurm mem=32G --slurm max_num_timeout=5")
+    slurm.add_argument("--slurm-cluster", default="slurm", choices=("slurm", "local"),
+                       help="local: submitit's local executor runs the tasks on this machine")
+    ray = sp.add_argument_group("ray backend")
+    ray.add_argument("--ray-address", help="a running Ray cluster (default: RAY_ADDRESS, else "
+                                           "a local instance for the launch)")
     sp.set_defaults(func=cmd_launch)
 
     sp = sub.add_parser("publish", help="copy the plan's complete runs into results/<profile>")

@@ -3,35 +3,60 @@
     launch("cpu", workers=2)   every run of plan.book_plan that is neither complete nor archived,
                                each in a fresh `python -m hls train-one <run folder>` process,
                                parents before the continued runs that start from them
+    launch("cpu", backend="slurm", partition="gpu")    the same as Slurm job arrays (submitit)
+    launch("cpu", backend="ray", runs_per_gpu=2)       the same as Ray tasks, half a GPU each
     publish("cpu")             complete runs of the plan -> results/cpu/<run-id>/
     verify("cpu", ["darts"])   retrain archived runs in a temporary store and compare
 
-Workers are subprocesses rather than threads or a pool: each run gets its own torch (threads,
-CUDA device, allocator) and its own log file, and a killed worker leaves only its run
+Local workers are subprocesses rather than threads or a pool: each run gets its own torch
+(threads, CUDA device, allocator) and its own log file, and a killed worker leaves only its run
 interrupted, which the next launch resumes from the epoch checkpoint.
+
+The Slurm and Ray backends run the same per-run entry point (train_one: runs.get_run on the
+run's folder, output into its log.txt) inside a task of their own: a RunTask. They go in waves
+(the runs whose parents need no training, then their children, ...), each wave submitted at
+once and awaited before the next, so that a continued run never starts before its parent's
+checkpoint exists. The run store must be on a file system that the tasks share with the launch.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import math
 import os
+import platform
 import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import plan as planning
 from . import runs
 from .config import ConfigError
 from .plan import PlannedRun, format_seconds
 
-BACKENDS = ("local",)       # slurm and ray come later (issue 16)
+BACKENDS = ("local", "slurm", "ray")
+# The package each task backend needs (the `launch` extra of pyproject.toml installs both).
+BACKEND_PACKAGES = {"slurm": "submitit", "ray": "ray"}
+# A Slurm task's time limit: the paper's longest run (second order, ~2.1 h on an H200) with room
+# to spare; a task that reaches it is requeued and resumes from its last epoch checkpoint.
+DEFAULT_TIME_LIMIT_MIN = 240
+# CPUs (and torch threads) of a Slurm task when --threads is not given: data loading and the
+# optimiser's host work for one GPU; the login node's core count says nothing about the nodes'.
+SLURM_CPUS_PER_TASK = 8
+# Environment a task gets from the launch when set here (HLS_RUNS, HLS_ARCHIVE and HLS_THREADS
+# are always set, resolved): where the data comes from and is cached, and the progress bars.
+TASK_ENV = ("HLS_DATA_SOURCE", "HLS_HOME", "HLS_PROGRESS")
+LOCAL_PARENT_NOTE = ("archived, trained here too: a continued run starts from its checkpoint, "
+                     "which the archive does not keep")
 
 # Metric keys that measure time, not the computation: never compared by verify.
 WALL_CLOCK_KEYS = ("seconds",)
@@ -95,9 +120,9 @@ class LaunchResult:
 
 @dataclass
 class Job:
-    """One run being trained by one worker subprocess."""
+    """One run being trained: by a worker subprocess, or by a Slurm or Ray task."""
     run: PlannedRun
-    proc: subprocess.Popen
+    proc: subprocess.Popen | Any    # the worker; a submitit job or a Ray ObjectRef for a task
     log: Path
     slot: int
     started: float
@@ -121,29 +146,54 @@ def _devices(device: str | None, workers: int | None, runs_per_gpu: int):
     return "cuda", workers, [gpus[(i // runs_per_gpu) % len(gpus)] for i in range(workers)]
 
 
+def require_backend(backend: str) -> None:
+    """The package a task backend needs, imported now: a missing one is a one-line error
+    (exit 2 on the command line) before anything is planned, not a traceback in mid-launch."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    package = BACKEND_PACKAGES.get(backend)
+    if package is None:
+        return
+    try:
+        importlib.import_module(package)
+    except ImportError:
+        raise ConfigError(f"--backend {backend} needs the {package} package, which is not "
+                          f"installed: pip install {package} (or pip install -e '.[launch]')") \
+            from None
+
+
 def launch(profile: str | None = None, seeds=None, overrides: dict | None = None,
            backend: str = "local", workers: int | None = None, runs_per_gpu: int = 1,
            device: str | None = None, retrain: bool = False, chapters=None, methods=None,
            threads: int | None = None, progress: bool = True, poll: float = 0.5,
-           stream=None) -> LaunchResult:
+           stream=None, time_limit: int = DEFAULT_TIME_LIMIT_MIN, partition: str | None = None,
+           slurm: dict | None = None, cluster: str = "slurm",
+           ray_address: str | None = None) -> LaunchResult:
     """Train every run of the plan that is neither complete nor archived; see the module doc.
 
-    workers: parallel runs (default: 1 on the CPU, GPUs x runs_per_gpu with CUDA).
-    threads: torch threads per run (default: the CPU cores divided between the workers).
+    workers: parallel runs (default: 1 on the CPU, GPUs x runs_per_gpu with CUDA; for Slurm
+    the job arrays' parallelism, default unlimited).
+    threads: torch threads per run (default: the CPU cores divided between the workers; a
+    Slurm task's CPUs, SLURM_CPUS_PER_TASK; for Ray the cluster's CPUs divided likewise).
     retrain: ignore the archive (HLS_ARCHIVE=off for the plan and the workers).
     A failed run does not stop the others; the continued runs that start from it are skipped.
+
+    Slurm (backend="slurm", one GPU a task; none with device="cpu"): time_limit in minutes,
+    partition, slurm: more parameters of submitit's SlurmExecutor ({"account": "me"}, without
+    the slurm_ prefix); cluster="local": submitit's local executor, the tasks run here.
+    Ray (backend="ray", 1/runs_per_gpu GPU a task): ray_address of a running cluster (default:
+    RAY_ADDRESS, else a local instance started for the launch); a Ray already initialised in
+    this process is used as it is.
     """
-    if backend not in BACKENDS:
-        raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if runs_per_gpu < 1 or (workers is not None and workers < 1):
-        raise ConfigError("--workers and --runs-per-gpu must be >= 1")
+    require_backend(backend)
+    if runs_per_gpu < 1 or (workers is not None and workers < 1) or \
+            (threads is not None and threads < 1):
+        raise ConfigError("--workers, --runs-per-gpu and --threads must be >= 1")
     stream = stream or sys.stderr
     start = time.perf_counter()
     extra_env = {"HLS_ARCHIVE": "off"} if retrain else {}
     with environment(**extra_env):
         plan = planning.book_plan(profile, seeds, overrides, chapters, methods)
-    dev, workers, gpus = _devices(device, workers, runs_per_gpu)
-    threads = threads or max(1, (os.cpu_count() or 1) // workers)
 
     by_id = {r.run_id: r for r in plan}
     todo = [r for r in plan if not r.done]
@@ -154,22 +204,48 @@ def launch(profile: str | None = None, seeds=None, overrides: dict | None = None
     outcomes = {r.run_id: Outcome(r, "reused") for r in plan if r.run_id not in
                 {t.run_id for t in todo}}
 
-    if progress:
-        stream.write(f"launch: {len(todo)} of {len(plan)} runs to train, {workers} worker(s) "
-                     f"on {dev}, {threads} torch thread(s) each; logs in each run's folder "
-                     f"under {runs.runs_dir()}\n")
+    def say(how: str) -> None:
+        if progress:
+            stream.write(f"launch: {len(todo)} of {len(plan)} runs to train, {how}; logs in "
+                         f"each run's folder under {runs.runs_dir()}\n")
+
+    view = ProgressView(stream, len(todo), enabled=progress)
+    try:
+        if backend == "local":
+            dev, workers, gpus = _devices(device, workers, runs_per_gpu)
+            threads = threads or max(1, (os.cpu_count() or 1) // workers)
+            say(f"{workers} worker(s) on {dev}, {threads} torch thread(s) each")
+            _launch_local(todo, local_parents, outcomes, extra_env, workers, dev, gpus, threads,
+                          view, poll)
+        elif todo:      # no cluster to reach, no Ray to start, when nothing is left to train
+            if backend == "slurm":
+                engine = SlurmTasks(cluster, time_limit, partition, slurm, workers,
+                                    runs_per_gpu, threads, device, profile)
+            else:
+                engine = RayTasks(ray_address, workers, runs_per_gpu, threads, device)
+            try:
+                say(engine.describe())
+                _launch_in_waves(engine, todo, local_parents, outcomes, retrain, view, poll)
+            finally:
+                engine.close()
+    finally:
+        view.close()
+    return LaunchResult([outcomes[r.run_id] for r in plan], time.perf_counter() - start)
+
+
+def _launch_local(todo, local_parents, outcomes, extra_env, workers, dev, gpus, threads, view,
+                  poll) -> None:
+    """The local backend: up to `workers` train-one subprocesses at once, each run started as
+    soon as a worker slot is free and its parent finished."""
     waiting = list(todo)                # in plan order: parents before children
     running: dict[int, Job] = {}        # slot -> job
-    view = ProgressView(stream, len(todo), enabled=progress)
     try:
         while waiting or running:
             for slot, job in list(running.items()):
                 if job.proc.poll() is not None:
                     outcomes[job.run.run_id] = _finish(job)
                     if job.run.run_id in local_parents:
-                        outcomes[job.run.run_id].detail = (
-                            "archived, trained here too: a continued run starts from its "
-                            "checkpoint, which the archive does not keep")
+                        outcomes[job.run.run_id].detail = LOCAL_PARENT_NOTE
                     del running[slot]
                     view.event(job, outcomes[job.run.run_id].outcome)
             for run in list(waiting):
@@ -202,9 +278,6 @@ def launch(profile: str | None = None, seeds=None, overrides: dict | None = None
         for job in running.values():
             job.proc.wait()
         raise
-    finally:
-        view.close()
-    return LaunchResult([outcomes[r.run_id] for r in plan], time.perf_counter() - start)
 
 
 def _start(run: PlannedRun, slot: int, device: str, env: dict) -> Job:
@@ -294,13 +367,15 @@ class ProgressView:
         self.stream.write(text)
         self.stream.flush()
 
-    def event(self, job: Job, what: str) -> None:
-        """A run started or ended (not in a terminal: one line each)."""
+    def event(self, job: Job, what: str, note: str = "") -> None:
+        """A run started (or was submitted, as `note`) or ended (not in a terminal: one line
+        each)."""
         if not self.enabled or self.tty:
             return
-        if what == "started":
-            self._write(f"started {planning.label(job.run)} seed {job.run.seed} "
-                        f"{job.run.run_id} (log {job.log})\n")
+        if what in ("started", "submitted"):
+            how = f" as {note}" if note else ""
+            self._write(f"{what} {planning.label(job.run)} seed {job.run.seed} "
+                        f"{job.run.run_id}{how} (log {job.log})\n")
         else:
             elapsed = format_seconds(time.perf_counter() - job.started)
             where = f", log {job.log}" if what == "failed" else ""
@@ -338,6 +413,350 @@ class ProgressView:
         if self.enabled and self.tty and self.drawn:
             self._write(f"\x1b[{self.drawn}F\x1b[J")
             self.drawn = 0
+
+
+# ---- the task backends: Slurm (submitit) and Ray
+
+
+def waves(todo: list[PlannedRun]) -> list[list[PlannedRun]]:
+    """The runs to train in rounds, plan order within each: first the runs whose parent needs
+    no training (none, or done), then the runs whose parent is in the round before, and so on."""
+    depth: dict[str, int] = {}
+    for run in todo:                    # plan order: a parent comes before its children
+        depth[run.run_id] = depth[run.parent] + 1 if run.parent in depth else 0
+    rounds = max(depth.values(), default=-1) + 1
+    return [[r for r in todo if depth[r.run_id] == d] for d in range(rounds)]
+
+
+def _first_line(exc: BaseException) -> str:
+    """An error as the closing table's notes show it: its first line."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def _output_into(log: Path):
+    """This process's output (Python's, and the C libraries' on file descriptors 1 and 2) appended
+    to `log` for the block: a task's run log is what a local worker's would be, and nothing of
+    it is lost in the engine's own logs."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(log, "a", buffering=1) as out:
+        os.dup2(out.fileno(), 1)
+        os.dup2(out.fileno(), 2)
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+                yield
+        finally:
+            out.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
+# What the command line ends with one line rather than a traceback (as hls.__main__.main does:
+# ConfigError, DataError and RecordError are ValueErrors).
+EXPECTED_ERRORS = (ValueError, runs.RunFailed, runs.RunBusy)
+
+
+@dataclass
+class RunTask:
+    """One run as a Slurm or Ray task: train_one on the run's folder, with the launch's
+    environment, output into the folder's log.txt.
+
+    Returns (outcome, line): "trained" or "reused" and train_one's line, or "failed" and the
+    error. A failed run is a value, not an exception, so that the launch goes on with the others.
+
+    checkpoint() is submitit's requeue protocol (that of submitit.helpers.Checkpointable,
+    followed without subclassing it so that hls imports without submitit): on preemption, or
+    shortly before the time limit, submitit calls it and requeues what it returns, this same
+    task; get_run then resumes the run from its last epoch checkpoint.
+    """
+    folder: str
+    device: str | None              # None: HLS_DEVICE or auto, decided where the task runs
+    env: dict[str, str]
+    where: str                      # the engine, for the log's header line
+
+    def __call__(self) -> tuple[str, str]:
+        folder = Path(self.folder)
+        with environment(**self.env), _output_into(folder / "log.txt"):
+            gpu = os.environ.get("CUDA_VISIBLE_DEVICES")
+            print(f"---- {time.strftime('%Y-%m-%d %H:%M:%S')} train-one {folder.name} "
+                  f"({self.where} on {platform.node()} pid {os.getpid()}, "
+                  f"{self.device or 'auto'}, {self.env['HLS_THREADS']} torch threads"
+                  f"{f', GPU {gpu}' if gpu else ''})", flush=True)
+            try:
+                line = train_one(folder, self.device)
+            except Exception as exc:    # not SystemExit: submitit's requeue leaves through it
+                if not isinstance(exc, EXPECTED_ERRORS):
+                    traceback.print_exc()
+                print(f"hls: error: {exc}", flush=True)
+                return "failed", f"hls: error: {_first_line(exc)}"
+            print(line, flush=True)
+        return ("reused" if line.startswith("reused") else "trained"), line
+
+    def checkpoint(self, *args, **kwargs):
+        from submitit.helpers import DelayedSubmission
+        return DelayedSubmission(self, *args, **kwargs)
+
+
+def _task(run: PlannedRun, engine, retrain: bool, local_parent: bool) -> RunTask:
+    """The RunTask of one run, with everything the task needs from this process spelled out:
+    a task may start on another machine, in an environment of its own."""
+    folder = (runs.runs_dir() / run.run_id).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    runs.write_json(folder / "config.json", run.config.to_dict())    # what train_one reads
+    archive = runs.archive_dir()
+    env = {"HLS_THREADS": str(engine.threads), "HLS_RUNS": str(runs.runs_dir().resolve()),
+           "HLS_ARCHIVE": ("off" if retrain or local_parent or archive is None
+                           else str(archive.resolve()))}
+    for key in TASK_ENV:
+        if os.environ.get(key):
+            env[key] = os.environ[key]
+    if "HLS_DATA_SOURCE" in env:    # a relative path means the same file from any directory
+        from .data import source_path
+        path = source_path(env["HLS_DATA_SOURCE"])
+        if path.exists():
+            env["HLS_DATA_SOURCE"] = str(path.resolve())
+    return RunTask(str(folder), engine.device, env, engine.where)
+
+
+def _launch_in_waves(engine, todo, local_parents, outcomes, retrain, view, poll) -> None:
+    """Slurm and Ray: each wave of runs submitted at once, awaited, then the next; a run whose
+    parent failed or was skipped is skipped. Ctrl-C or an error here cancels the tasks (their
+    epoch checkpoints stay, for the next launch)."""
+    rounds = waves(todo)
+    running: dict[int, Job] = {}
+    try:
+        for i, wave in enumerate(rounds):
+            ready = []
+            for run in wave:
+                parent = outcomes.get(run.parent) if run.parent else None
+                if parent is not None and parent.outcome in ("failed", "skipped"):
+                    outcomes[run.run_id] = Outcome(run, "skipped",
+                                                   detail=f"parent {run.parent} {parent.outcome}")
+                    view.skipped(run)
+                else:
+                    ready.append(run)
+            if not ready:
+                continue
+            try:
+                handles = engine.submit([_task(r, engine, retrain, r.run_id in local_parents)
+                                         for r in ready])
+            except Exception as exc:
+                # refused (sbatch and a bad partition, say): these runs fail, and the launch
+                # goes on to its table, which says why
+                for run in ready:
+                    outcomes[run.run_id] = Outcome(run, "failed",
+                                                   detail=f"not submitted: {_first_line(exc)}")
+                continue
+            for slot, (run, handle) in enumerate(zip(ready, handles)):
+                epoch = _epoch(run)
+                running[slot] = Job(run, handle, runs.runs_dir() / run.run_id / "log.txt", slot,
+                                    time.perf_counter(), epoch, epoch)
+                view.event(running[slot], "submitted", engine.name(handle))
+            waiting = [r for later in rounds[i + 1:] for r in later]
+            while running:
+                for slot, job in list(running.items()):
+                    if engine.done(job.proc):
+                        outcome = _task_outcome(engine, job)
+                        if job.run.run_id in local_parents and outcome.outcome == "trained":
+                            outcome.detail = LOCAL_PARENT_NOTE
+                        outcomes[job.run.run_id] = outcome
+                        del running[slot]
+                        view.event(job, outcome.outcome)
+                view.update(running, waiting, outcomes)
+                if running:
+                    time.sleep(poll)
+    except BaseException:
+        engine.cancel([job.proc for job in running.values()])
+        raise
+
+
+def _task_outcome(engine, job: Job) -> Outcome:
+    seconds = time.perf_counter() - job.started
+    try:
+        outcome, line = engine.result(job.proc)
+    except Exception as exc:    # the task itself died: killed, out of memory, timed out too often
+        return Outcome(job.run, "failed", seconds, job.log,
+                       detail=f"{engine.name(job.proc)} ended: {_first_line(exc)}"
+                              f"{engine.more_logs(job.proc)}")
+    return Outcome(job.run, outcome, seconds, job.log,
+                   detail=line[:200] if outcome == "failed" else "")
+
+
+def setting_value(text: str):
+    """A `--slurm key=value` value: JSON where it parses (8, true, {"reservation": "x"}),
+    else the text itself (32G, gpu-long)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+class SlurmTasks:
+    """Runs as submitit jobs: one job array per wave, a task per run with one GPU (none with
+    device "cpu"), `threads` CPUs and torch threads and a time limit; requeued on preemption or
+    at the time limit (RunTask.checkpoint). cluster="local": submitit's local executor, which
+    runs each task here as a process of its own, requeues included (the tests use it)."""
+
+    # SlurmExecutor takes these when it is made, not through update_parameters
+    CONSTRUCTOR = ("max_num_timeout", "python")
+
+    def __init__(self, cluster: str, time_limit: int, partition: str | None,
+                 params: dict | None, workers: int | None, runs_per_gpu: int,
+                 threads: int | None, device: str | None, profile: str | None):
+        import submitit
+        if cluster not in ("slurm", "local"):
+            raise ConfigError(f"unknown submitit cluster {cluster!r}; choose slurm (sbatch) "
+                              "or local (submitit's local executor, tasks run here)")
+        if cluster == "slurm" and shutil.which("sbatch") is None:
+            raise ConfigError("--backend slurm: there is no sbatch on this machine's PATH; "
+                              "launch from a Slurm login node, or add --slurm-cluster local to "
+                              "run the tasks here through submitit's local executor")
+        if runs_per_gpu != 1:
+            raise ConfigError("--backend slurm gives each task a GPU of its own; --runs-per-gpu "
+                              "is for the local and ray backends")
+        if time_limit < 1:
+            raise ConfigError(f"--time-limit is in minutes and must be >= 1 (got {time_limit})")
+        if cluster == "local":      # the tasks run here: this machine's device and cores
+            self.device = _devices(device, 1, 1)[0]
+            self.threads = threads or max(1, (os.cpu_count() or 1) // (workers or 1))
+        else:                       # a Slurm task asks for a GPU and trains on it
+            self.device = device or os.environ.get("HLS_DEVICE") or "cuda"
+            self.threads = threads or SLURM_CPUS_PER_TASK
+        self.cluster, self.time_limit, self.partition = cluster, time_limit, partition
+        self.where = "slurm" if cluster == "slurm" else "submitit local executor"
+        # submitit's own files (pickled tasks, results, its logs) beside the runs: on the
+        # shared file system the tasks write their records to
+        self.folder = runs.runs_dir() / ".submitit"
+        params = {key: setting_value(v) if isinstance(v, str) else v
+                  for key, v in (params or {}).items()}
+        made_with = {f"{cluster}_{k}": params.pop(k) for k in self.CONSTRUCTOR if k in params}
+        settings = {"name": f"hls-{profile or 'runs'}", "timeout_min": time_limit, "nodes": 1,
+                    "tasks_per_node": 1, "gpus_per_node": 0 if self.device == "cpu" else 1,
+                    "cpus_per_task": self.threads}
+        if partition:
+            settings["slurm_partition"] = partition
+        if workers:
+            settings["slurm_array_parallelism"] = workers
+        settings.update({f"slurm_{key}": value for key, value in params.items()})
+        try:
+            self.executor = submitit.AutoExecutor(folder=self.folder / "%j", cluster=cluster,
+                                                  **made_with)
+            self.executor.update_parameters(**settings)
+        except (NameError, ValueError, TypeError, AssertionError) as exc:
+            raise ConfigError(f"--slurm: {_first_line(exc)}; the keys are submitit SlurmExecutor "
+                              "parameters (sbatch options with _ for -: account, qos, mem, "
+                              "constraint, gres, ...)") from None
+
+    def describe(self) -> str:
+        gpu = "no GPU" if self.device == "cpu" else "1 GPU"
+        where = (f"as Slurm job arrays (one a wave) on partition {self.partition}"
+                 if self.partition else "as Slurm job arrays (one a wave)")
+        if self.cluster == "local":
+            where = "through submitit's local executor (the tasks run here, a wave at once)"
+        return (f"{where}: {gpu}, {self.threads} CPU(s) and torch thread(s) a task, "
+                f"{self.time_limit} min time limit (requeued past it); submitit's files in "
+                f"{self.folder}")
+
+    def submit(self, tasks: list[RunTask]) -> list:
+        with self.executor.batch():     # one job array
+            jobs = [self.executor.submit(task) for task in tasks]
+        return jobs
+
+    def name(self, job) -> str:
+        return f"{'slurm' if self.cluster == 'slurm' else 'submitit local'} job {job.job_id}"
+
+    def done(self, job) -> bool:
+        return job.done()
+
+    def result(self, job) -> tuple[str, str]:
+        return job.result()
+
+    def more_logs(self, job) -> str:
+        return f"; submitit's log {job.paths.stderr}"
+
+    def cancel(self, jobs: list) -> None:
+        for job in jobs:
+            job.cancel(check=False)
+
+    def close(self) -> None:
+        pass
+
+
+def _ray_task(task: RunTask) -> tuple[str, str]:
+    """What a Ray worker runs (a module-level function: Ray pickles it by name)."""
+    return task()
+
+
+class RayTasks:
+    """Runs as Ray tasks, each in a fresh worker process (max_calls=1: its own torch, its GPU
+    memory returned at the end) holding 1/runs_per_gpu of a GPU (none on the CPU) and `threads`
+    CPUs; Ray queues the tasks that do not fit the cluster yet."""
+
+    where = "ray"
+
+    def __init__(self, address: str | None, workers: int | None, runs_per_gpu: int,
+                 threads: int | None, device: str | None):
+        import ray
+        self.ray = ray
+        self.started = not ray.is_initialized()
+        if self.started:
+            # the runs' output goes to their logs, not this terminal; no dashboard to serve
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        try:
+            resources = ray.cluster_resources()
+            cpus, gpus = int(resources.get("CPU", 1)), int(resources.get("GPU", 0))
+            device = device or os.environ.get("HLS_DEVICE") or "auto"
+            self.device = ("cuda" if gpus else "cpu") if device == "auto" else device
+            if self.device != "cpu" and not gpus:
+                raise ConfigError(f"--device {self.device}: the Ray cluster has no GPU; use "
+                                  "--device cpu")
+            # runs at once: workers when given, else every GPU share (one run on the CPU)
+            slots = workers or (gpus * runs_per_gpu if self.device != "cpu" else 1)
+            self.threads = threads or max(1, cpus // slots)
+            if self.threads > cpus:
+                raise ConfigError(f"--threads {self.threads}: the Ray cluster has {cpus} CPUs")
+        except BaseException:
+            self.close()
+            raise
+        self.gpu_share = 0 if self.device == "cpu" else 1 / runs_per_gpu
+        self.cluster = f"{cpus} CPUs, {gpus} GPUs"
+        self.remote = ray.remote(num_gpus=self.gpu_share, num_cpus=self.threads,
+                                 max_calls=1)(_ray_task)
+
+    def describe(self) -> str:
+        gpu = "no GPU" if not self.gpu_share else f"{self.gpu_share:g} GPU"
+        where = "a local Ray instance" if self.started else "the Ray cluster"
+        return (f"as Ray tasks on {where} ({self.cluster}): {gpu} and {self.threads} CPU(s) "
+                f"and torch thread(s) a task")
+
+    def submit(self, tasks: list[RunTask]) -> list:
+        return [self.remote.remote(task) for task in tasks]
+
+    def name(self, ref) -> str:
+        return f"ray task {ref.task_id().hex()[:12]}"
+
+    def done(self, ref) -> bool:
+        ready, _ = self.ray.wait([ref], timeout=0)
+        return bool(ready)
+
+    def result(self, ref) -> tuple[str, str]:
+        return self.ray.get(ref)
+
+    def more_logs(self, ref) -> str:
+        return "; Ray's worker logs under /tmp/ray/session_latest/logs"
+
+    def cancel(self, refs: list) -> None:
+        for ref in refs:
+            self.ray.cancel(ref, force=True)
+
+    def close(self) -> None:
+        if self.started and self.ray.is_initialized():     # ours: stop it, leave nothing behind
+            self.ray.shutdown()
 
 
 # ---- publish: complete runs of the plan into the archive
@@ -508,6 +927,28 @@ def verify_table(checks: list[Check]) -> str:
     bad = sum(not c.matches for c in checks)
     lines.append(f"{len(checks) - bad} of {len(checks)} match")
     return "\n".join(lines)
+
+
+def train_one(config_path, device: str | None = None) -> str:
+    """The per-run entry point of every backend (`python -m hls train-one`, a Slurm or Ray
+    task): train, resume or reuse the config in a run folder with runs.get_run, at HLS_THREADS
+    torch threads when set. Returns the line saying which ("trained <id>: epochs 2-3 of 3 ..."
+    or "reused <id>: complete in <folder>")."""
+    threads = os.environ.get("HLS_THREADS")
+    if threads:     # the launcher divides the cores between its workers
+        import torch
+        if not threads.isdigit() or int(threads) < 1:
+            raise ConfigError(f"HLS_THREADS must be a whole number >= 1 (got {threads!r})")
+        torch.set_num_threads(int(threads))
+    config = read_config_file(config_path)
+    epochs = []
+    start = time.perf_counter()
+    record = runs.get_run(config, device, on_epoch=lambda e: epochs.append(e["epoch"]))
+    if epochs:
+        return (f"trained {config.run_id}: epochs {epochs[0]}-{epochs[-1]} of {config.epochs} "
+                f"in {time.perf_counter() - start:.0f} s, test acc "
+                f"{100 * record.eval['paper_protocol']['acc']:.2f}% (paper protocol)")
+    return f"reused {config.run_id}: complete in {record.path}"
 
 
 def read_config_file(path: Path):

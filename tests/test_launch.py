@@ -1,8 +1,9 @@
-"""The plan, the local launcher, the results archive and verify, at the smoke profile.
+"""The plan, the local launcher, the results archive and verify, at the smoke profile; the
+Slurm and Ray backends through submitit's local executor and a local Ray instance.
 
-Every run here is a smoke run of one to three epochs; runs the launcher trains are subprocesses
-(`python -m hls train-one`), which read HLS_RUNS, HLS_ARCHIVE and HLS_DATA_SOURCE from the
-environment this test process passes on.
+Every run here is a smoke run of one to five epochs; runs the launcher trains are subprocesses
+(`python -m hls train-one`, or a submitit or Ray task), which read HLS_RUNS, HLS_ARCHIVE and
+HLS_DATA_SOURCE from the environment this test process passes on.
 """
 
 import json
@@ -11,7 +12,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -249,3 +252,187 @@ def test_first_difference_names_the_key_and_both_values():
     assert launch.first_difference(a, off, "run", skip=("seconds",)) == \
         f"run.metrics[0].loss: 1.0 vs {1.0 + 1e-12!r}"
     assert launch.first_difference(a, off, tolerance=1e-4, skip=("seconds",)) is None
+
+
+# ---- the Slurm (submitit) and Ray backends
+#
+# No cluster here: Slurm is submitit's local executor (each task a process of its own, with
+# submitit's pickling, signals and requeue), Ray a local instance of two CPUs.
+
+
+def test_waves_put_every_run_after_its_parent():
+    book = plan.book_plan("smoke", [0], ONE_EPOCH, chapters=["05_continued_training"])
+    first, second = launch.waves(book)
+    assert [r.method for r in first] == ["hls"]
+    assert sorted(r.method for r in second) == ["ct_frozen", "ct_mu0", "ct_mu05", "ct_rs"]
+    assert all(r.parent == first[0].run_id for r in second)
+    # a parent with nothing left to train: its children go in the first wave
+    assert launch.waves(second) == [second] and launch.waves([]) == []
+
+
+class FakeEngine:
+    """A task backend that trains nothing: the parent's task dies, as a killed job would."""
+    where, device, threads = "fake", "cpu", 1
+
+    def __init__(self):
+        self.submitted = []
+
+    def submit(self, tasks):
+        self.submitted.append([Path(t.folder).name for t in tasks])
+        return [Path(t.folder).name for t in tasks]
+
+    def name(self, handle):
+        return f"fake job {handle}"
+
+    def done(self, handle):
+        return True
+
+    def result(self, handle):
+        raise RuntimeError("node lost\nmore text")
+
+    def more_logs(self, handle):
+        return ""
+
+    def cancel(self, handles):
+        pass
+
+
+def test_a_task_backend_skips_the_children_of_a_failed_run():
+    book = plan.book_plan("smoke", [0], ONE_EPOCH, chapters=["05_continued_training"],
+                          methods=["ct_mu0", "ct_rs"])
+    parent, *children = book
+    outcomes, engine = {}, FakeEngine()
+    launch._launch_in_waves(engine, book, set(), outcomes, False,
+                            launch.ProgressView(sys.stderr, len(book), enabled=False), 0.01)
+    assert engine.submitted == [[parent.run_id]]            # the second wave never went out
+    assert outcomes[parent.run_id].outcome == "failed"
+    assert outcomes[parent.run_id].detail == f"fake job {parent.run_id} ended: node lost"
+    assert [outcomes[c.run_id].outcome for c in children] == ["skipped", "skipped"]
+    assert all(parent.run_id in outcomes[c.run_id].detail for c in children)
+    result = launch.LaunchResult([outcomes[r.run_id] for r in book], 1.0)
+    assert not result.ok and str(outcomes[parent.run_id].log) in result.table()
+
+
+def test_backend_set_up_errors_are_one_line(monkeypatch, capsys):
+    from hls.__main__ import main
+    darts = ["--profile", "smoke", "--seeds", "0", "--set", "epochs=1",
+             "--chapters", "01_motivation", "--methods", "darts"]
+
+    def error(*args):
+        assert main(["launch", *args, *darts]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("hls: error: "), lines
+        return lines[0]
+
+    assert "there is no sbatch" in error("--backend", "slurm")    # none on this machine
+    assert "--slurm-cluster local" in error("--backend", "slurm")
+    assert "--slurm: " in error("--backend", "slurm", "--slurm-cluster", "local",
+                                "--slurm", "no_such_option=1")
+    assert "--runs-per-gpu" in error("--backend", "slurm", "--slurm-cluster", "local",
+                                     "--runs-per-gpu", "2")
+    for package, backend in (("submitit", "slurm"), ("ray", "ray")):
+        monkeypatch.setitem(sys.modules, package, None)        # as if not installed
+        assert f"pip install {package}" in error("--backend", backend)
+    assert runs.list_runs() == []                              # nothing was trained
+
+
+@pytest.fixture(scope="module")
+def local_record(tmp_path_factory):
+    """The darts smoke run (one epoch, one torch thread) made by the local backend: what the
+    other backends must make too."""
+    root = tmp_path_factory.mktemp("local-backend")
+    with launch.environment(HLS_RUNS=str(root / "runs"), HLS_ARCHIVE=str(root / "results")):
+        result = launch.launch("smoke", [0], ONE_EPOCH, chapters=["01_motivation"],
+                               methods=["darts"], threads=1, device="cpu", progress=False)
+    [outcome] = result.outcomes
+    assert outcome.outcome == "trained", outcome.detail
+    return record_files(outcome.log.parent)
+
+
+def assert_same_record(folder, reference):
+    made = record_files(folder)
+    assert made["eval.json"] == reference["eval.json"]
+    assert without_wall_clock(made["metrics.json"]) == \
+        without_wall_clock(reference["metrics.json"])
+
+
+def test_slurm_through_submitits_local_executor_equals_the_local_backend(local_record):
+    pytest.importorskip("submitit")
+    result = launch.launch("smoke", [0], ONE_EPOCH, backend="slurm", cluster="local",
+                           partition="gpu", chapters=["01_motivation"], methods=["darts"],
+                           threads=1, device="cpu", progress=False, poll=0.1)
+    [outcome] = result.outcomes
+    assert result.ok and outcome.outcome == "trained", outcome.detail
+    log = outcome.log.read_text()
+    assert "(submitit local executor on " in log and "1 torch threads" in log
+    assert log.strip().splitlines()[-1].startswith(f"trained {outcome.run.run_id}: epochs 1-1")
+    assert_same_record(outcome.log.parent, local_record)
+    assert runs.read_json(outcome.log.parent / "facts.json")["torch_threads"] == 1
+    again = launch.launch("smoke", [0], ONE_EPOCH, backend="slurm", cluster="local",
+                          chapters=["01_motivation"], methods=["darts"], progress=False)
+    assert [o.outcome for o in again.outcomes] == ["reused"]
+
+
+def test_a_requeued_slurm_task_resumes_from_its_epoch_checkpoint():
+    """Preempted after its first epoch, the task is requeued through its checkpoint() and
+    trains the remaining epochs only."""
+    pytest.importorskip("submitit")
+    psutil = pytest.importorskip("psutil")
+    overrides = {"epochs": 5}
+    [run] = plan.book_plan("smoke", [0], overrides, ["01_motivation"], ["darts"])
+    engine = launch.SlurmTasks("local", 10, None, None, None, 1, 1, "cpu", "smoke")
+    [job] = engine.submit([launch._task(run, engine, retrain=False, local_parent=False)])
+    deadline = time.time() + 120
+    while time.time() < deadline and runs.status(run.config).get("epoch", 0) < 1:
+        time.sleep(0.02)
+    # what Slurm sends a job's processes before a preemption or the time limit; the local
+    # executor's controller (job._process) restarts a task that exits requeued
+    [task] = psutil.Process(job._process.pid).children()
+    task.send_signal(signal.SIGUSR2)
+    outcome, line = job.result()
+    assert (outcome, line.split(":")[0]) == ("trained", f"trained {run.run_id}"), line
+    assert " epochs 1-5 " not in line and line.split()[3].endswith("-5"), line
+    log = (runs.runs_dir() / run.run_id / "log.txt").read_text()
+    assert log.count(f"train-one {run.run_id} (submitit local executor") == 2, log
+    assert len(runs.read_run(run.config).history) == 5
+
+
+@pytest.fixture
+def local_ray():
+    """A Ray instance of two CPUs for one test, stopped after it, with nothing left running."""
+    ray = pytest.importorskip("ray")
+    psutil = pytest.importorskip("psutil")
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")      # Ray's socket paths must be short
+    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False,
+             object_store_memory=80 * 2**20, _temp_dir=temp)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
+
+    def ray_processes():
+        found = []
+        for child in psutil.Process().children(recursive=True):
+            try:
+                if "ray" in " ".join(child.cmdline()) or child.name().startswith("ray"):
+                    found.append(child)
+            except psutil.NoSuchProcess:
+                pass
+        return found
+    deadline = time.time() + 15
+    while ray_processes() and time.time() < deadline:
+        time.sleep(0.2)
+    assert not ray_processes(), [p.cmdline() for p in ray_processes()]
+
+
+@pytest.mark.slow
+def test_ray_on_a_local_instance_equals_the_local_backend(local_record, local_ray):
+    result = launch.launch("smoke", [0], ONE_EPOCH, backend="ray", chapters=["01_motivation"],
+                           methods=["darts"], threads=1, progress=False, poll=0.1)
+    [outcome] = result.outcomes
+    assert result.ok and outcome.outcome == "trained", outcome.detail
+    log = outcome.log.read_text()
+    assert "(ray on " in log and "cpu, 1 torch threads" in log
+    assert_same_record(outcome.log.parent, local_record)
+    assert local_ray.is_initialized()       # the launch used this Ray, and left it running
