@@ -114,10 +114,23 @@ def provenance_table(records, profile: str | None = None) -> pd.DataFrame:
         "runs": f"{len(recs)} ({', '.join(sorted({r.method for r in recs}))})",
         "total compute time": _duration(wall),
         "git commit": ", ".join(commits),
+        "reproduced by this code": _reproducible(recs),
         "torch": ", ".join(torches),
         "finished": f"{finished[0]} to {finished[-1]}" if finished else "",
     }
     return pd.DataFrame({"value": list(rows.values())}, index=pd.Index(list(rows), name="provenance"))
+
+
+def _reproducible(recs) -> str:
+    """Whether the current code would make these records: the same code fingerprint and hls
+    version (`python -m hls verify` retrains and checks)."""
+    from .runs import current_fingerprint, reproducible_here
+    stale = [r for r in recs if not reproducible_here(r)]
+    if not stale:
+        return f"yes, all {len(recs)} (code fingerprint {current_fingerprint()})"
+    made_by = sorted({str(r.facts.get("code_fingerprint", "unknown")) for r in stale})
+    return (f"NO for {len(stale)} of {len(recs)}: made by other code ({', '.join(made_by)}; "
+            f"this checkout: {current_fingerprint()}); python -m hls verify tells")
 
 
 def provenance(records, profile: str | None = None) -> str:

@@ -454,7 +454,7 @@ def current_fingerprint() -> str:
 
 def reproducible_here(record: RunRecord | dict) -> bool:
     """Would this code make the record again: the same code fingerprint and hls version?"""
-    facts = record.facts if isinstance(record, RunRecord) else record
+    facts = getattr(record, "facts", record)     # a record, or its facts dict
     return facts.get("code_fingerprint") == current_fingerprint() and facts.get("hls") == VERSION
 
 

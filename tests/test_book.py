@@ -198,3 +198,20 @@ def test_jupyter_book_build(smoke_env, tmp_path):
     )
     assert build.returncode == 0, build.stdout[-5000:] + build.stderr[-5000:]
     check_pages(tmp_path / "_build" / "html")
+
+
+def test_provenance_marks_a_record_the_current_code_would_not_reproduce():
+    from types import SimpleNamespace
+
+    from hls import plots, runs
+    from hls.config import VERSION, RunConfig
+
+    def record(fingerprint):
+        facts = {"code_fingerprint": fingerprint, "hls": VERSION, "git_commit": "abc1234",
+                 "device": "cpu", "wall_seconds": 1.0}
+        return SimpleNamespace(config=RunConfig(), facts=facts, method="darts")
+    here = runs.current_fingerprint()
+    table = plots.provenance_table([record(here)], "smoke")
+    assert table.loc["reproduced by this code", "value"].startswith("yes")
+    table = plots.provenance_table([record(here), record("0123456789ab")], "smoke")
+    assert table.loc["reproduced by this code", "value"].startswith("NO for 1 of 2")
