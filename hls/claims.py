@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .plots import late_drift, mu_index
+
 Z = 2.0
 HOLDS, FAILS, OPEN, ABSENT = "holds", "fails", "not resolved", "no runs"
 FORGETTING_POINTS = 5.0     # an instance head that lost more than this has "forgotten"
@@ -98,22 +100,7 @@ def accuracy(records, key: str = "paper_protocol") -> list[float]:
 
 
 def accuracy_at(records, mu: float) -> list[float]:
-    return [100 * r.eval["test_acc"][_mu_index(r, mu)] for r in records]
-
-
-def _mu_index(record, mu: float) -> int:
-    return int(np.argmin([abs(m - mu) for m in record.eval["mu_grid"]]))
-
-
-def late_backbone_drift(record) -> float:
-    """Mean |change of softmax(alpha)| per epoch of the backbone's cells over the last third
-    of the epochs (at least the last change)."""
-    changes = []
-    for comp in ("backbone_normal", "backbone_reduce"):
-        w = np.array([e["alphas"][comp] for e in record.history], dtype=float)
-        d = np.abs(np.diff(w, axis=0)).mean(axis=(1, 2))
-        changes += list(d[-max(1, len(d) // 3):])
-    return float(np.mean(changes)) if changes else math.nan
+    return [100 * r.eval["test_acc"][mu_index(r, mu)] for r in records]
 
 
 def by_seed(child, parent) -> tuple[list, list]:
@@ -200,8 +187,9 @@ def evaluate(records: dict) -> list[Verdict]:
         absent("C5", "hls", "darts_bbn")
 
     if _has(records, "hls", "darts_bbn"):
-        c = compare([late_backbone_drift(r) for r in records["darts_bbn"]],
-                    [late_backbone_drift(r) for r in records["hls"]])
+        # the backbone's mean change of softmax(alpha) per epoch over the last third (plots)
+        c = compare([late_drift(r) for r in records["darts_bbn"]],
+                    [late_drift(r) for r in records["hls"]])
         out.append(Verdict("C6", c.verdict(),
                            "late backbone drift, DARTS+BBN vs HLS "
                            f"{c.mean_a:.4f} vs {c.mean_b:.4f} per epoch "

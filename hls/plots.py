@@ -320,7 +320,7 @@ def mu_table(records_by_method: Mapping[str, list], mus=(1.0, 0.5, 0.0)) -> pd.D
         recs = flatten(recs)
         row = {}
         for mu in mus:
-            vals = [100 * r.eval["test_acc"][_mu_index(r, mu)] for r in recs if r.eval.get("mu_grid")]
+            vals = [100 * r.eval["test_acc"][mu_index(r, mu)] for r in recs if r.eval.get("mu_grid")]
             row[f"mu_test = {mu:g} (%)"] = fmt(*_mean_std(vals))
         row["best mu_test (%)"] = fmt(*_mean_std([100 * r.eval["paper_protocol"]["acc"] for r in recs]))
         row["val-chosen mu (%)"] = fmt(*_mean_std([100 * r.eval["val_chosen"]["acc"] for r in recs]))
@@ -332,11 +332,12 @@ def mu_table(records_by_method: Mapping[str, list], mus=(1.0, 0.5, 0.0)) -> pd.D
 
 def mu_accuracy(records, mu: float) -> float:
     """Mean test accuracy (%) at one mu_test over the records (NaN for one-head methods)."""
-    vals = [100 * r.eval["test_acc"][_mu_index(r, mu)] for r in flatten(records) if r.eval.get("mu_grid")]
+    vals = [100 * r.eval["test_acc"][mu_index(r, mu)] for r in flatten(records) if r.eval.get("mu_grid")]
     return _mean_std(vals)[0]
 
 
-def _mu_index(record, mu: float) -> int:
+def mu_index(record, mu: float) -> int:
+    """Where mu_test = mu sits in a record's grid (the nearest grid point)."""
     grid = record.eval["mu_grid"]
     return int(np.argmin([abs(m - mu) for m in grid]))
 

@@ -489,10 +489,3 @@ def list_runs() -> list[dict]:
                 st["state"] = "interrupted"     # nobody trains it: a killed run, resumable
             out.append({"run": folder.name, **st})
     return out
-
-
-def method_runs(method: str, profile: str | None = None, seeds=None, device: str | None = None,
-                overrides: dict | None = None, **kwargs) -> list[RunRecord]:
-    """One record per seed of a method at a profile (trained where missing)."""
-    return [get_run(experiments.config(method, profile, seed, overrides), device, **kwargs)
-            for seed in experiments.seeds_of(profile, seeds)]

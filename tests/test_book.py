@@ -68,7 +68,7 @@ def test_chapter_shows_provenance_and_glued_conclusions(chapter):
     patterns = [re.compile("^" + re.sub(r"\{[^}]*\}", "[A-Za-z0-9_]+", g) + "$") for g in glued - literal]
     missing = {n for n in names if n not in literal and not any(p.match(n) for p in patterns)}
     assert not missing, f"glued in the text but never glued: {sorted(missing)}"
-    # notebooks never train by hand: only method_runs and hls.plots
+    # notebooks never train: they read records (hls.plan.chapter_records) and draw (hls.plots)
     assert not any(re.search(r"get_run|Search\(|torch\.", c) for c in code)
 
 
