@@ -39,7 +39,8 @@ def chapter_needs(chapter: str, profile: str) -> list[Need]:
     if chapter == "02_method":
         return _methods("darts_bbn", "hls")
     if chapter == "03_main_results":
-        return _methods(*experiments.TABLE_II_METHODS)
+        table = experiments.PROFILES[profile].get("table_methods", experiments.TABLE_II_METHODS)
+        return _methods(*table)
     if chapter == "04_ablations":
         taus = sorted({*experiments.PROFILES[profile]["taus"], experiments.TAU})
         return _methods("hls", "darts_bbn", "hls_weights") + [
@@ -57,6 +58,11 @@ def chapter_seeds(chapter: str, profile: str, seeds=None) -> list[int]:
     if chapter == "03_main_results":
         return list(p.get("table_seeds", p["seeds"]))
     return list(p["seeds"])
+
+
+def profile_chapters(profile: str) -> list[str]:
+    """The chapters a profile makes runs for: all, unless the profile names fewer."""
+    return list(experiments.PROFILES[profile].get("chapters", CHAPTERS))
 
 
 def chapter_configs(chapter: str, profile: str | None = None, seeds=None,
@@ -79,21 +85,52 @@ def chapter_records(chapter: str, profile: str | None = None, seeds=None,
             for key, configs in chapter_configs(chapter, profile, seeds, overrides).items()}
 
 
+def finished_records(chapter: str, profile: str, seeds=None, overrides: dict | None = None
+                     ) -> tuple[dict[str, list[runs.RunRecord]], list[RunConfig]]:
+    """What a chapter's plan has finished at `profile`, for pages that compare profiles.
+
+    (key -> the RunRecords that exist, keys with none left out; the configs still missing).
+    A profile whose runs are still being made contributes the seeds it has."""
+    found, missing = {}, []
+    if chapter not in profile_chapters(profile):
+        return found, missing
+    for key, configs in chapter_configs(chapter, profile, seeds, overrides).items():
+        for config in configs:
+            record = runs.find_record(config)
+            if record is None:
+                missing.append(config)
+            else:
+                found.setdefault(key, []).append(record)
+    return found, missing
+
+
+def family_profiles(profile: str) -> list[str]:
+    """The profiles that search the same network as `profile` (cpu: cpu, cpu-long), by length."""
+    family = experiments.PROFILES[profile].get("family")
+    if family is None:
+        return [profile]
+    members = [p for p, spec in experiments.PROFILES.items() if spec.get("family") == family]
+    return sorted(members, key=lambda p: experiments.PROFILES[p]["fields"]["epochs"])
+
+
 # ---- the whole book
 
 # Measured seconds per epoch, by profile and kind of run, for the plan's cost column:
 #   cpu: docs/results-cpu.md, 2-core development machine: single-branch runs 186-198 s for
 #        3 epochs (~62 s/epoch), two-branch 334-387 s for 3 (~115 s/epoch), continued training
 #        122-140 s for its one epoch (~130 s).
+#   cpu-long: the fastest of the archived cpu runs of each kind, made two at a time with one
+#        thread each as cpu-long's are (darts seed 0: 173 s for 3 epochs; darts_bbn seed 2: 424 s)
 #   smoke: about a second an epoch (3 steps of a tiny net), plus start-up.
 #   paper: docs/performance.md, one H200: 50 x 77 second-order BBN steps of 1.97 s = 2.1 h,
 #        ~150 s/epoch with the per-epoch validation; single-branch runs are not measured.
 SECONDS_PER_EPOCH = {
     ("cpu", "single"): 62, ("cpu", "bilateral"): 115, ("cpu", "continued"): 130,
+    ("cpu-long", "single"): 58, ("cpu-long", "bilateral"): 141,
     ("smoke", "single"): 1, ("smoke", "bilateral"): 1, ("smoke", "continued"): 1,
     ("paper", "bilateral"): 150, ("paper", "continued"): 150,
 }
-START_SECONDS = {"cpu": 5, "smoke": 5, "paper": 15}   # process start, data, evaluation
+START_SECONDS = {"cpu": 5, "cpu-long": 5, "smoke": 5, "paper": 15}   # process start, data, evaluation
 
 
 def run_kind(config: RunConfig) -> str:
@@ -162,7 +199,7 @@ def book_plan(profile: str | None = None, seeds=None, overrides: dict | None = N
 
     methods: keep only runs of these methods (and the parents they start from)."""
     profile = experiments.check_profile(profile)
-    chapters = list(chapters) if chapters is not None else list(CHAPTERS)
+    chapters = list(chapters) if chapters is not None else profile_chapters(profile)
     by_id: dict[str, tuple[RunConfig, list[str], list[str]]] = {}
 
     def add(config: RunConfig, chapter: str | None, key: str | None):
