@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     def common(sp, method=False):
         if method:
             sp.add_argument("method", help="e.g. darts, darts_bbn, hls (see experiments.METHODS)")
-        sp.add_argument("--profile", help="smoke, cpu (default, or HLS_PROFILE) or paper")
+        sp.add_argument("--profile", help="smoke, cpu (default, or HLS_PROFILE), cpu-long or paper")
         sp.add_argument("--seeds", type=int, nargs="+", help="default: the profile's seeds")
         sp.add_argument("--set", action="append", metavar="KEY=VALUE",
                         help="override any config field, e.g. --set epochs=3 --set hls_tau=2")

@@ -25,7 +25,7 @@ PARAMETERS = {"profile", "seeds", "overrides"}
 FIGURES = {
     "01_motivation": 4,          # class counts, Fig. 2, Fig. 3, Fig. 4
     "02_method": 3,              # Fig. 5, gradient norms (Theorem 1), derived cells
-    "03_main_results": 2,        # Table II as bars, per-class accuracy
+    "03_main_results": 3,        # Table II as bars, per-class accuracy, accuracy vs search length
     "04_ablations": 4,           # Fig. 6, Fig. 7, alpha drift, tau sensitivity
     "05_continued_training": 2,  # Fig. 8, each head during continued training
     "07_claims": 0,              # the claims table only
@@ -36,7 +36,8 @@ TABLES = {
     "02_method": ["HLS factor", "Eq. (17) factor", "backbone arch lr", "corr(norm, mu)",
                   "corr(update, mu)"],
     "03_main_results": ["paper protocol (%)", "val-chosen mu (%)", "chosen mu", "head (%)", "tail (%)",
-                        "paper (%)", "ours - paper", "(40)", "middle", "val-chosen, plain acc (%)"],
+                        "paper (%)", "ours - paper", "(40)", "middle", "val-chosen, plain acc (%)",
+                        "epochs"],
     "04_ablations": ["mu_test = 1 (%)", "mu_test = 0 (%)", "tau", "HLS factor at mu = 0.5"],
     "05_continued_training": ["paper protocol (%)", "paper (%)", "mu_test = 1 (%)", "mu_test = 0 (%)"],
     "07_claims": ["claim", "smoke"],

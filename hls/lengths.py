@@ -1,0 +1,128 @@
+"""Table II at every search length of one network: does the ordering move towards the paper's?
+
+The `cpu` profile searches for 3 epochs, `cpu-long` the same network for longer (a profile's
+`family` names the network). Chapter 3 shows the core rows at each length that has runs, from
+the run store or the archive; a length whose runs are still being made shows the seeds it has.
+
+    by_length = length_records("cpu")      ->  {profile: LengthRuns}, shortest search first
+    length_table(by_length)                ->  a row per method, a column group per length
+    length_figure(by_length)               ->  test accuracy against search epochs
+    length_findings(by_length)             ->  the numbers chapter 3's text states
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from . import experiments as E
+from . import plan, plots
+
+
+@dataclass
+class LengthRuns:
+    profile: str
+    epochs: int
+    records: dict[str, list] = field(default_factory=dict)   # method -> the finished seeds
+    missing: int = 0                                         # runs of the plan not yet made
+
+    @property
+    def title(self) -> str:
+        return f"{self.profile}, {self.epochs} epochs"
+
+
+def length_records(profile: str, seeds=None, overrides: dict | None = None,
+                   methods=None) -> dict[str, LengthRuns]:
+    """The core rows of Table II at every profile of `profile`'s family that has any of them.
+
+    seeds and overrides apply to `profile` itself (the book's), not to its family's others."""
+    methods = list(methods) if methods is not None else list(E.CORE_METHODS)
+    out = {}
+    for p in plan.family_profiles(profile):
+        own = p == profile
+        found, missing = plan.finished_records("03_main_results", p, seeds if own else None,
+                                               overrides if own else None)
+        records = {m: found[m] for m in methods if m in found}
+        if records:
+            missing_core = sum(c.method in methods for c in missing)
+            out[p] = LengthRuns(p, E.PROFILES[p]["fields"]["epochs"], records, missing_core)
+    return out
+
+
+def length_table(by_length: dict[str, LengthRuns]) -> pd.DataFrame:
+    """Test accuracy (%) per method, mean ± std over the seeds each length has."""
+    columns = {}
+    methods = list(dict.fromkeys(m for runs in by_length.values() for m in runs.records))
+    for runs in by_length.values():
+        s = plots.summary(runs.records)
+        cell = lambda m, key, digits=2: (plots.fmt(s.loc[m, key], s.loc[m, f"{key}_std"], digits)  # noqa: E731
+                                         if m in s.index else "–")
+        columns[(runs.title, "seeds")] = [int(s.loc[m, "seeds"]) if m in s.index else 0
+                                          for m in methods]
+        columns[(runs.title, "paper protocol (%)")] = [cell(m, "paper_protocol") for m in methods]
+        columns[(runs.title, "val-chosen mu (%)")] = [cell(m, "val_chosen") for m in methods]
+        for group in ("head", "middle", "tail"):
+            columns[(runs.title, f"{group} (%)")] = [
+                plots.fmt(s.loc[m, group], digits=1) if m in s.index else "–" for m in methods]
+    table = pd.DataFrame(columns, index=pd.Index([plots.label(m) for m in methods], name="method"))
+    table.columns = pd.MultiIndex.from_tuples(table.columns)
+    return table
+
+
+def _accuracies(records, key: str) -> list[float]:
+    return [100 * r.eval[key]["acc"] for r in records]
+
+
+def length_figure(by_length: dict[str, LengthRuns], profile: str | None = None) -> Figure:
+    """Each method's test accuracy against the search length: paper protocol, val-chosen mu."""
+    fig = plots._figure(11, 4.2)
+    axes = fig.subplots(1, 2, sharey=True)
+    methods = list(dict.fromkeys(m for runs in by_length.values() for m in runs.records))
+    for ax, key, name in zip(axes, ("paper_protocol", "val_chosen"),
+                             ("paper protocol (mu_test on test)", "mu_test chosen on validation")):
+        for k, method in enumerate(methods):
+            points = [(runs.epochs, _accuracies(runs.records[method], key))
+                      for runs in by_length.values() if method in runs.records]
+            x = [epochs for epochs, _ in points]
+            mean = [np.mean(a) for _, a in points]
+            std = [np.std(a, ddof=1) if len(a) > 1 else 0.0 for _, a in points]
+            ax.errorbar(x, mean, yerr=std, capsize=3, label=plots.label(method), **plots._style(k))
+        ax.set_title(name)
+        ax.set_xlabel("search epochs")
+        ax.set_xticks(sorted({runs.epochs for runs in by_length.values()}))
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test accuracy (%)")
+    axes[1].legend(fontsize=8)
+    records = [r for runs in by_length.values() for recs in runs.records.values() for r in recs]
+    plots._title(fig, "Table II's core rows against the search length", records, profile)
+    return fig
+
+
+@dataclass(frozen=True)
+class LengthFinding:
+    profile: str
+    epochs: int
+    seeds: int                      # the fewest seeds of the compared methods
+    resample_minus_darts: float     # paper: 61.20 - 64.56 = -3.36
+    hls_minus_bbn: float            # paper: 65.12 - 52.14 = +12.98
+    hls_minus_darts: float          # paper: 65.12 - 64.56 = +0.56
+    best: str                       # the method with the best mean, paper protocol
+
+
+def length_findings(by_length: dict[str, LengthRuns]) -> list[LengthFinding]:
+    """The paper-protocol gaps the paper's argument is about, at each length (shortest first).
+
+    A gap is NaN where one of its methods has no run at that length."""
+    out = []
+    for runs in by_length.values():
+        mean = {m: float(np.mean(_accuracies(recs, "paper_protocol")))
+                for m, recs in runs.records.items()}
+        gap = lambda a, b: mean[a] - mean[b] if a in mean and b in mean else float("nan")  # noqa: E731
+        out.append(LengthFinding(
+            runs.profile, runs.epochs, min(len(recs) for recs in runs.records.values()),
+            gap("darts_resample", "darts"), gap("hls", "darts_bbn"), gap("hls", "darts"),
+            max(mean, key=mean.get)))
+    return out
