@@ -1,8 +1,9 @@
 """The smoke book as a reader sees it: every page opened in headless Chromium at 1280 px.
 
 Checks what the HTML alone cannot: no console errors, every image loaded, the math typeset by
-MathJax, no unresolved glue key or Python repr in sight, no page wider than the window, and
-figures not shrunk below legible text. A full-page screenshot of each page is written to
+MathJax, no unresolved glue key or Python repr in sight, no page wider than the window, figures
+not shrunk below legible text, and the page's layout intact (the previous / next links under
+the article). A full-page screenshot of each page is written to
 book/_build/screenshots/ (HLS_SCREENSHOTS elsewhere) for a person to look at.
 
 It reuses the smoke build of tests/test_book.py (the `smoke_build` fixture in conftest.py).
@@ -61,9 +62,11 @@ def glue_keys() -> set[str]:
 
 
 def pages(html: Path) -> list[str]:
-    """Every page of the book (not Sphinx's search and index pages)."""
+    """Every page of the book (not Sphinx's search and index pages, nor index.html, which only
+    redirects to the root page)."""
     found = sorted(p.relative_to(html).as_posix() for p in html.rglob("*.html")
-                   if not p.relative_to(html).parts[0].startswith("_"))
+                   if not p.relative_to(html).parts[0].startswith("_")
+                   and 'http-equiv="Refresh"' not in p.read_text()[:2000])
     return [p for p in found if p not in ("search.html", "genindex.html")]
 
 
@@ -122,6 +125,14 @@ typeset.then(() => {
     scrollWidth: document.documentElement.scrollWidth,
     innerWidth: window.innerWidth,
     height: document.documentElement.scrollHeight,
+    // the previous / next links: below the article and in its column (docutils 0.18 and 0.19
+    // pushed them beside it on the References page)
+    layout: (() => {
+      const a = article.getBoundingClientRect(), f = document.querySelector('footer.prev-next-footer');
+      if (!f) return null;
+      const b = f.getBoundingClientRect();
+      return {below: b.top >= a.bottom - 1, inside: b.left >= a.left - 1 && b.right <= a.right + 1};
+    })(),
   });
 }).catch(e => done({failed: String(e)}));
 """
@@ -133,7 +144,9 @@ def test_every_page_renders_in_a_browser(served, chrome):
     shots = Path(os.environ.get("HLS_SCREENSHOTS", book.BOOK / "_build" / "screenshots"))
     shots.mkdir(parents=True, exist_ok=True)
     keys = glue_keys()
-    key_pattern = re.compile(r"\b(" + "|".join(map(re.escape, sorted(keys))) + r")\b") if keys else None
+    # a key glued to the text around it still counts (textContent joins blocks without a space)
+    key_pattern = (re.compile(r"(?<![A-Za-z0-9_])(" + "|".join(map(re.escape, sorted(keys, key=len, reverse=True)))
+                              + r")(?![A-Za-z_])") if keys else None)
     # the figure's smallest text (FONT_PT at DPI) times the browser's scaling of the image
     min_ratio = MIN_TEXT_PX / (plots.FONT_PT * plots.DPI / 72)
     problems = []
@@ -146,10 +159,6 @@ def test_every_page_renders_in_a_browser(served, chrome):
         if "failed" in page:
             problems.append(f"{name}: MathJax failed: {page['failed']}")
             continue
-        # Chrome asks every site for /favicon.ico on its own; the book declares none
-        for entry in chrome.get_log("browser"):
-            if entry["level"] == "SEVERE" and "favicon.ico" not in entry["message"]:
-                problems.append(f"{name}: console error: {entry['message'][:300]}")
         for img in page["images"]:
             if not (img["complete"] and img["natural"] > 0):
                 problems.append(f"{name}: image did not load: {img['src']}")
@@ -170,8 +179,16 @@ def test_every_page_renders_in_a_browser(served, chrome):
         if page["scrollWidth"] > page["innerWidth"] + 1:
             problems.append(f"{name}: the page is {page['scrollWidth']} px wide in a {page['innerWidth']} px "
                             "window: something runs off it")
+        layout = page["layout"]
+        if layout is None or not (layout["below"] and layout["inside"]):
+            problems.append(f"{name}: the previous / next links are not below the article: {layout}")
         # the whole page, for a person to look at
         chrome.set_window_size(WIDTH, min(page["height"], 20000))
         chrome.save_screenshot(str(shots / (name.replace("/", "__").removesuffix(".html") + ".png")))
+        # read after the screenshot, whose resize may load more: every message is this page's.
+        # Chrome asks every site for /favicon.ico on its own; the book declares none.
+        for entry in chrome.get_log("browser"):
+            if entry["level"] == "SEVERE" and "favicon.ico" not in entry["message"]:
+                problems.append(f"{name}: console error: {entry['message'][:300]}")
     (shots / "problems.json").write_text(json.dumps(problems, indent=1))
     assert not problems, f"{len(problems)} problem(s) in the browser (screenshots in {shots}):\n" + "\n".join(problems)
