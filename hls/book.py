@@ -53,16 +53,27 @@ def execute_chapter(notebook: Path, output: Path, parameters: dict) -> Path:
     """Run one notebook with papermill in its own folder; its outputs stream to this process's stdout/stderr."""
     import papermill
 
+    import nbformat
+
     output.parent.mkdir(parents=True, exist_ok=True)
     papermill.execute_notebook(
         notebook, output, parameters=parameters, kernel_name="python3", cwd=notebook.parent,
         progress_bar=False, stdout_file=sys.stdout, stderr_file=sys.stderr,
     )
+    # the cell papermill injects is code like the parameters cell it follows: behind the
+    # page's toggle too (README, "Writing a chapter")
+    nb = nbformat.read(output, as_version=4)
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if "injected-parameters" in tags and "hide-input" not in tags:
+            cell.metadata["tags"] = [*tags, "hide-input"]
+    nbformat.write(nb, output)
     return output
 
 
 def copy_sources(out_dir: Path) -> None:
-    """Copy the book's pages other than the notebooks (intro, images, bibliography) into `out_dir`."""
+    """Copy the book's pages other than the notebooks (intro, notes, references.bib, _static,
+    _ext) into `out_dir`."""
     shutil.copytree(
         BOOK, out_dir, dirs_exist_ok=True,
         ignore=shutil.ignore_patterns("_build", "_executed", ".ipynb_checkpoints", "*.ipynb", "_config.yml", "_toc.yml"),

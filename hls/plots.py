@@ -6,7 +6,12 @@ page; `summary` keeps the plain floats), figures are matplotlib Figures built wi
 a notebook shows each exactly once by leaving it as a cell's last expression.
 
 Every figure says where its numbers come from (profile and device) in its title; `provenance`
-says it at the top of every chapter, loudly when the profile is `smoke`.
+says it at the top of every chapter, loudly when the profile is `smoke`. On a chapter page the
+caption says it instead (`made_by`, placed by `hls.page.figure`, which drops the title).
+
+Figures are drawn for the page they land on: at most WIDTH inches wide at DPI, which is about
+the width of the book's text column at a 1280 px window (so the browser does not shrink them),
+and no text below FONT_PT points (`_legible`), about 12 px on the page.
 """
 
 from __future__ import annotations
@@ -20,6 +25,12 @@ from matplotlib.figure import Figure
 
 from . import experiments as E
 from .schedules import hls_factor, mixing_ratio
+
+# sphinx-book-theme 1.3 shows a cell output at most 688 px wide in a 1280 px window (measured in
+# headless Chromium); tests/test_browser.py checks that no figure is shrunk below legibility.
+DPI = 100
+WIDTH = 6.8          # inches: 680 px at DPI
+FONT_PT = 9          # the smallest text in a figure: 12.5 px at DPI, unshrunk
 
 SMOKE_WARNING = "smoke profile: these numbers mean nothing, they only show that the code runs"
 
@@ -146,6 +157,34 @@ def provenance(records, profile: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def made_by(records, profile: str | None = None, computed: str | None = None) -> str:
+    """The sentence a caption ends with: which profile, device(s), seeds and commit(s) made the
+    records it draws, e.g. 'Profile cpu on x86_64 CPU (1 torch threads); seeds 0, 1, 2; runs of
+    commit 3e8afad, hls 0.2.0.' A record the current code would not reproduce is named as such.
+
+    `computed` (no records): what drew the figure instead of a run, e.g. 'hls.schedules'.
+    """
+    recs = flatten(records)
+    if not recs:
+        if computed is None:
+            raise ValueError("made_by needs the records the figure draws, or computed='what drew it' "
+                             "for a figure made without runs")
+        return f"Computed by {computed}; no run, no device."
+    profile = profile or infer_profile(recs)
+    seed_list = seeds(recs)
+    commits = sorted({str(r.facts.get("git_commit") or "not in git") for r in recs})
+    versions = sorted({str(r.facts.get("hls", "?")) for r in recs})
+    text = (f"Profile {profile} on {devices(recs)}; "
+            f"seed{'s' * (len(seed_list) != 1)} {', '.join(map(str, seed_list))}; "
+            f"runs of commit{'s' * (len(commits) != 1)} {', '.join(commits)}, "
+            f"hls {', '.join(versions)}")
+    from .runs import reproducible_here
+    stale = sum(not reproducible_here(r) for r in recs)
+    if stale:
+        text += f"; {stale} of {len(recs)} runs made by other code than this checkout's"
+    return text + "."
+
+
 def _md(text: str) -> str:
     return str(text).replace("|", "\\|")
 
@@ -159,7 +198,24 @@ def _duration(seconds: float) -> str:
 
 
 def _title(fig: Figure, text: str, records, profile: str | None) -> None:
-    fig.suptitle(f"{text}\n({origin(records, profile)})", fontsize=10)
+    fig.suptitle(f"{text}\n({origin(records, profile)})", fontsize=FONT_PT + 1)
+    _legible(fig)
+
+
+def _legible(fig: Figure) -> Figure:
+    """Raise every text of `fig` to at least FONT_PT points: tick labels, legends, annotations
+    and the labels that hls.genotype draws, so a figure is readable at the page's width."""
+    from matplotlib.text import Text
+    for ax in fig.axes:
+        # ticks made later, at draw time, take the axis' tick label size
+        for axis in ("x", "y"):
+            size = getattr(ax, f"{axis}axis").get_ticklabels()
+            current = size[0].get_fontsize() if size else FONT_PT
+            ax.tick_params(axis=axis, labelsize=max(FONT_PT, current))
+    for text in fig.findobj(Text):
+        if text.get_fontsize() < FONT_PT:
+            text.set_fontsize(FONT_PT)
+    return fig
 
 
 def _integer_epochs(ax) -> None:
@@ -179,7 +235,10 @@ def _style(k: int) -> dict:
 
 
 def _figure(width: float, height: float) -> Figure:
-    return Figure(figsize=(width, height), layout="constrained", dpi=100)
+    if width > WIDTH + 1e-9:
+        raise ValueError(f"a figure {width} in wide is shrunk on the page; draw it at most "
+                         f"plots.WIDTH = {WIDTH} in wide (stack panels instead)")
+    return Figure(figsize=(width, height), layout="constrained", dpi=DPI)
 
 
 def _mean_std(values) -> tuple[float, float]:
@@ -362,14 +421,14 @@ def schedule_table(record) -> pd.DataFrame:
 def class_counts_figure(record, profile: str | None = None) -> Figure:
     """The long-tailed training split: images per class (log scale)."""
     ev = record.eval
-    fig = _figure(7, 3)
+    fig = _figure(WIDTH, 3.2)
     ax = fig.subplots()
     ax.bar(range(len(ev["classes"])), ev["train_counts"], color="tab:blue")
     ax.set_yscale("log")
-    ax.set_xticks(range(len(ev["classes"])), ev["classes"], rotation=30, ha="right", fontsize=8)
+    ax.set_xticks(range(len(ev["classes"])), ev["classes"], rotation=30, ha="right")
     ax.set_ylabel("training images (log)")
     for i, n in enumerate(ev["train_counts"]):
-        ax.text(i, n, str(n), ha="center", va="bottom", fontsize=7)
+        ax.text(i, n, str(n), ha="center", va="bottom", fontsize=FONT_PT)
     ratio = max(ev["train_counts"]) / max(1, min(ev["train_counts"]))
     _title(fig, f"CIFAR-10-LT training split, {sum(ev['train_counts'])} images, "
                 f"largest / smallest = {ratio:.0f}", record, profile)
@@ -382,8 +441,8 @@ def training_curves(records, profile: str | None = None, title: str | None = Non
     Several records (seeds): the mean, with the range across seeds shaded.
     """
     recs = flatten(records)
-    fig = _figure(11, 3.6)
-    ax_loss, ax_acc = fig.subplots(1, 2)
+    fig = _figure(WIDTH, 6.4)
+    ax_loss, ax_acc = fig.subplots(2, 1, sharex=True)
     epochs = [e["epoch"] for e in recs[0].history]
     series = {"loss": [("train_loss", "train"), ("val_loss", "validation")],
               "accuracy": [("train_acc", "train"), ("val_acc", "validation (mixed at mu)"),
@@ -400,7 +459,7 @@ def training_curves(records, profile: str | None = None, title: str | None = Non
                             "--" if key == "val_bacc" else ":")
             if len(recs) > 1:
                 ax.fill_between(epochs, values.min(0), values.max(0), color=line.get_color(), alpha=0.15)
-        ax.set(xlabel="epoch", ylabel=name)
+        ax.set(ylabel=name)
         _integer_epochs(ax)
         twin = ax.twinx()
         twin.plot(epochs, [e["mu"] for e in recs[0].history], color="0.5", ls="--", label="mu")
@@ -408,7 +467,9 @@ def training_curves(records, profile: str | None = None, title: str | None = Non
         twin.set_ylabel("mixing ratio mu", color="0.4")
         h1, l1 = ax.get_legend_handles_labels()
         h2, l2 = twin.get_legend_handles_labels()
-        ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="best")
+        # beside the panel, not on it: five curves leave no empty corner
+        ax.legend(h1 + h2, l1 + l2, loc="upper left", bbox_to_anchor=(1.2, 1.0), borderaxespad=0)
+    ax_acc.set_xlabel("epoch")
     n = len(recs)
     _title(fig, title or f"Training curves of {label(recs[0].method)} "
                          f"({n} seed{'s' if n > 1 else ''}; shaded: range over seeds)", recs, profile)
@@ -428,7 +489,7 @@ def alpha_evolution(record, profile: str | None = None, title: str | None = None
     """
     comps = _components(record)
     prims = list(record.config.primitives)
-    fig = _figure(11, 2.0 + 1.9 * math.ceil(len(comps) / 2))
+    fig = _figure(WIDTH, 2.2 + 2.4 * math.ceil(len(comps) / 2))
     axes = np.atleast_1d(fig.subplots(math.ceil(len(comps) / 2), 2, sharex=True, squeeze=False)).ravel()
     epochs = [e["epoch"] for e in record.history]
     colors = {p: f"C{i}" for i, p in enumerate(prims)}
@@ -437,21 +498,21 @@ def alpha_evolution(record, profile: str | None = None, title: str | None = None
         mean = w.mean(axis=1)
         for i, p in enumerate(prims):
             ax.plot(epochs, mean[:, i], marker="o", ms=3, color=colors[p], label=p)
-        ax.set_title(COMPONENT_TITLES.get(comp, comp), fontsize=9)
+        ax.set_title(COMPONENT_TITLES.get(comp, comp), fontsize=FONT_PT + 1)
         ax.set_ylabel("mean softmax(alpha)")
         ax.set_ylim(0, min(1.02, max(2.0 / len(prims), float(mean.max()) * 1.15)))
         _integer_epochs(ax)
         twin = ax.twinx()
         twin.plot(epochs, [e["mu"] for e in record.history], color="0.5", ls="--", lw=1, label="mu (right axis)")
         twin.set_ylim(-0.05, 1.05)
-        twin.tick_params(labelsize=7, colors="0.4")
+        twin.tick_params(colors="0.4")
     for ax in axes[len(comps):]:
         ax.axis("off")
     for ax in axes[-2:]:
         ax.set_xlabel("epoch")
     handles, labels = axes[0].get_legend_handles_labels()
     h2, l2 = twin.get_legend_handles_labels()
-    fig.legend(handles + h2, labels + l2, loc="outside lower center", ncol=len(labels) + 1, fontsize=8)
+    fig.legend(handles + h2, labels + l2, loc="outside lower center", ncol=3)
     _title(fig, title or f"Architecture weights over epochs, {label(record.method)} (seed {record.config.seed})",
            record, profile)
     return fig
@@ -462,8 +523,11 @@ def alpha_drift(records_by_label: Mapping[str, object], profile: str | None = No
     softmax(alpha) from one epoch to the next, per component, one line per run."""
     items = list(records_by_label.items())
     comps = [c for c in COMPONENT_ORDER if any(c in flatten(r)[0].history[0]["alphas"] for _, r in items)]
-    fig = _figure(11, 3.2)
-    axes = np.atleast_1d(fig.subplots(1, len(comps), sharey=True))
+    rows = math.ceil(len(comps) / 2)
+    fig = _figure(WIDTH, 1.2 + 2.3 * rows)
+    axes = np.atleast_1d(fig.subplots(rows, 2, sharey=True, squeeze=False)).ravel()
+    for ax in axes[len(comps):]:
+        ax.axis("off")
     for ax, comp in zip(axes, comps):
         for k, (name, recs) in enumerate(items):
             drift = [alpha_change(r, comp) for r in flatten(recs) if comp in r.history[0]["alphas"]]
@@ -472,11 +536,13 @@ def alpha_drift(records_by_label: Mapping[str, object], profile: str | None = No
             d = np.array(drift, dtype=float)
             epochs = list(range(2, d.shape[1] + 2))
             ax.plot(epochs, d.mean(0), **_style(k), label=name)
-        ax.set_title(COMPONENT_TITLES.get(comp, comp), fontsize=9)
+        ax.set_title(COMPONENT_TITLES.get(comp, comp), fontsize=FONT_PT + 1)
         ax.set_xlabel("epoch")
         _integer_epochs(ax)
-    axes[0].set_ylabel("mean |change of softmax(alpha)|")
-    axes[0].legend(fontsize=7)
+    for ax in axes[::2]:
+        ax.set_ylabel("mean |change|")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(3, len(labels)))
     _title(fig, "Architecture drift per epoch (epoch e vs e-1; mean over edges, ops and seeds)",
            flatten([r for _, r in items]), profile)
     return fig
@@ -514,7 +580,7 @@ def accuracy_vs_mu(records_by_label: Mapping[str, object], profile: str | None =
     """Figs. 4, 6 and 8: test accuracy against mu_test, mean over seeds with the range shaded,
     each seed's validation-chosen mu marked (x). `references`: one-head methods drawn as
     horizontal lines (their accuracy does not depend on mu)."""
-    fig = _figure(7.5, 4.2)
+    fig = _figure(WIDTH, 4.4)
     ax = fig.subplots()
     everything = []
     for k, (name, recs) in enumerate(records_by_label.items()):
@@ -539,7 +605,7 @@ def accuracy_vs_mu(records_by_label: Mapping[str, object], profile: str | None =
         ax.axhline(m, color=f"C{len(records_by_label) + j}", ls=":", lw=1.5, label=f"{name} (one head)")
     ax.set(xlabel="mu_test (1: instance head only, 0: class head only)", ylabel="test accuracy (%)",
            xlim=(-0.03, 1.03))
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(loc="best")
     _title(fig, title, everything, profile)
     return fig
 
@@ -549,28 +615,27 @@ def schedules_figure(T: int = 50, taus=(1.0, E.TAU, 20.0), ks=(5.0, E.K, 20.0)) 
     against the normalised epoch, for the parabolic and the reverse-sigmoid schedules."""
     t = np.arange(1, T + 1)
     x = t / T
-    fig = _figure(11, 3.8)
-    ax_p, ax_rs = fig.subplots(1, 2, sharey=True)
+    fig = _figure(WIDTH, 6.6)
+    ax_p, ax_rs = fig.subplots(2, 1, sharex=True)
     mu = [mixing_ratio("parabolic", ti, T) for ti in t]
     ax_p.plot(x, mu, color="k", lw=2, label="mu = Ins Weight (parabolic)")
     ax_p.plot(x, 1 - np.array(mu), color="0.6", lw=1.5, label="1 - mu = Cls Weight")
     for tau in taus:
         ax_p.plot(x, [hls_factor(m, tau) for m in mu], ls="--",
                   lw=2 if tau == E.TAU else 1, label=f"HLS factor, tau = {tau:g}")
-    ax_p.set(title="parabolic mu = 1 - (t/T)^2 (BBN, Alg. 1)", xlabel="normalised epoch t/T",
-             ylabel="weight")
+    ax_p.set(title="parabolic mu = 1 - (t/T)^2 (BBN, Alg. 1)", ylabel="weight")
     for k in ks:
         mu_rs = [mixing_ratio("reverse_sigmoid", ti, T, k) for ti in t]
         line, = ax_rs.plot(x, mu_rs, lw=2 if k == E.K else 1, label=f"mu, reverse sigmoid k = {k:g}")
         ax_rs.plot(x, [hls_factor(m, E.TAU) for m in mu_rs], ls="--", color=line.get_color(),
                    lw=2 if k == E.K else 1, label=f"HLS factor (tau = {E.TAU:g}), k = {k:g}")
-    ax_rs.set(title="reverse sigmoid, Eq. (18)", xlabel="normalised epoch t/T")
+    ax_rs.set(title="reverse sigmoid, Eq. (18)", xlabel="normalised epoch t/T", ylabel="weight")
     for ax in (ax_p, ax_rs):
-        ax.legend(fontsize=7)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
         ax.grid(alpha=0.3)
     fig.suptitle(f"Fig. 5: mixing ratio and HLS factor, T = {T} (computed by hls.schedules; "
-                 "no training, no device)", fontsize=10)
-    return fig
+                 "no training, no device)", fontsize=FONT_PT + 1)
+    return _legible(fig)
 
 
 def gradient_norms(records_by_label: Mapping[str, object], profile: str | None = None) -> Figure:
@@ -579,7 +644,7 @@ def gradient_norms(records_by_label: Mapping[str, object], profile: str | None =
     mu and 1 - mu on a twin axis. Adam divides by the gradient's running RMS, so a factor mu on
     a gradient need not reach the update."""
     items = list(records_by_label.items())
-    fig = _figure(5.5 * len(items), 7.0)
+    fig = _figure(WIDTH, 7.6)
     axes = np.atleast_2d(fig.subplots(2, len(items), squeeze=False))
     rows = (("arch_grad_norm", "|d L_val / d alpha| (log)", "gradient"),
             ("arch_update_norm", "|alpha update| per step (log)", "Adam update"))
@@ -600,17 +665,26 @@ def gradient_norms(records_by_label: Mapping[str, object], profile: str | None =
             for comp, ep in zeros:     # exact zeros as markers on the bottom edge
                 ax.plot(ep, np.full(len(ep), ax.get_ylim()[0]), marker="v", ms=8, ls="none",
                         color=_comp_color(comp), clip_on=False)
-            ax.set(xlabel="epoch", ylabel=ylabel, title=f"{name}: {what}")
+            ax.set(xlabel="epoch", ylabel=ylabel if col == 0 else None, title=f"{name}: {what}")
             _integer_epochs(ax)
             twin = ax.twinx()
             mu = [e["mu"] for e in recs[0].history]
             twin.plot(epochs, mu, color="0.4", ls="--", label="mu")
             twin.plot(epochs, 1 - np.array(mu), color="0.7", ls="--", label="1 - mu")
             twin.set_ylim(-0.05, 1.05)
-            twin.set_ylabel("mixing ratio")
-            h1, l1 = ax.get_legend_handles_labels()
-            h2, l2 = twin.get_legend_handles_labels()
-            ax.legend(h1 + h2, l1 + l2, fontsize=7)
+            if col == len(items) - 1:
+                twin.set_ylabel("mixing ratio")
+            else:
+                twin.set_yticklabels([])
+    # one legend for all panels: a component has the same colour in each; a triangle on the
+    # bottom edge marks an epoch whose value is exactly 0 (nothing to draw on a log axis)
+    from matplotlib.lines import Line2D
+    legend = {}
+    for ax in fig.axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(lab.split(" (v: exactly 0)")[0], h)
+    legend["exactly 0 (bottom edge)"] = Line2D([], [], marker="v", ms=8, ls="none", color="0.3")
+    fig.legend(list(legend.values()), list(legend), loc="outside lower center", ncol=2)
     _title(fig, "Theorem 1: architecture gradient norms and Adam's updates per component "
                 "(prediction for the gradient: instance head ~ mu, class head ~ 1 - mu, backbone flat)",
            flatten([r for _, r in items]), profile)
@@ -674,8 +748,8 @@ def tau_table(records_by_tau: Mapping[float, list]) -> pd.DataFrame:
 def tau_sensitivity(records_by_tau: Mapping[float, list], profile: str | None = None) -> Figure:
     """Accuracy against tau (log axis; mean ± std over seeds) beside the factors those taus give."""
     taus = sorted(records_by_tau)
-    fig = _figure(11, 3.6)
-    ax, ax_f = fig.subplots(1, 2)
+    fig = _figure(WIDTH, 6.4)
+    ax, ax_f = fig.subplots(2, 1)
     for key, text, color in (("paper_protocol", "paper protocol (best mu_test on test)", "C0"),
                              ("val_chosen", "validation-chosen mu_test", "C1")):
         stats = [_mean_std([100 * r.eval[key]["acc"] for r in flatten(records_by_tau[t])]) for t in taus]
@@ -685,7 +759,7 @@ def tau_sensitivity(records_by_tau: Mapping[float, list], profile: str | None = 
     ax.axvline(E.TAU, color="0.6", ls=":", label=f"default tau = {E.TAU:g}")
     ax.set_xscale("log")
     ax.set(xlabel="tau (log)", ylabel="test accuracy (%)", title="HLS accuracy against tau")
-    ax.legend(fontsize=7)
+    ax.legend(loc="best")
     rec = flatten(records_by_tau[taus[0]])[0]
     T = rec.config.epochs
     t = np.linspace(0, T, 201)
@@ -695,7 +769,7 @@ def tau_sensitivity(records_by_tau: Mapping[float, list], profile: str | None = 
     ax_f.plot(t / T, mu, color="k", ls="--", label="mu")
     ax_f.set(xlabel="normalised epoch t/T", ylabel="backbone arch-lr factor",
              title="the factor each tau gives")
-    ax_f.legend(fontsize=7)
+    ax_f.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     _title(fig, "Sensitivity to tau in Eq. (17)", flatten(list(records_by_tau.values())), profile)
     return fig
 
@@ -705,8 +779,8 @@ def genotype_figure(record, profile: str | None = None) -> Figure:
     from .genotype import draw_cell
 
     comps = _components(record)
-    fig = _figure(11, 2.6 * math.ceil(len(comps) / 2))
-    axes = np.atleast_1d(fig.subplots(math.ceil(len(comps) / 2), 2, squeeze=False)).ravel()
+    fig = _figure(WIDTH, 1.9 * len(comps))
+    axes = np.atleast_1d(fig.subplots(len(comps), 1, squeeze=False)).ravel()
     for ax, comp in zip(axes, comps):
         draw_cell(record.genotype[comp], ax=ax, title=COMPONENT_TITLES.get(comp, comp))
     for ax in axes[len(comps):]:
@@ -721,7 +795,7 @@ def headline_figure(records_by_method: Mapping[str, list], paper: Mapping[str, f
     """Table II as bars: ours (paper protocol and val-chosen mu, ± std) beside the paper."""
     s = summary(records_by_method, paper)
     x = np.arange(len(s))
-    fig = _figure(11, 3.8)
+    fig = _figure(WIDTH, 4.6)
     ax = fig.subplots()
     w = 0.27
     ax.bar(x - w, s["paper_protocol"], w, yerr=np.nan_to_num(s["paper_protocol_std"]), capsize=3,
@@ -731,10 +805,10 @@ def headline_figure(records_by_method: Mapping[str, list], paper: Mapping[str, f
     ax.bar(x + w, s["paper"].fillna(0), w, color="0.6", label="paper")
     for i, v in enumerate(s["paper"]):
         if not math.isfinite(v):
-            ax.text(x[i] + w, 1, "n/a", ha="center", fontsize=7, rotation=90)
-    ax.set_xticks(x, s["label"], rotation=15, fontsize=8)
+            ax.text(x[i] + w, 1, "n/a", ha="center", fontsize=FONT_PT, rotation=90)
+    ax.set_xticks(x, s["label"], rotation=30, ha="right")
     ax.set_ylabel("test accuracy (%)")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.legend(loc="outside lower center", ncol=2)
     _title(fig, "Table II as bars", flatten(list(records_by_method.values())), profile)
     return fig
 
@@ -742,13 +816,13 @@ def headline_figure(records_by_method: Mapping[str, list], paper: Mapping[str, f
 def per_class_figure(records_by_method: Mapping[str, list], profile: str | None = None) -> Figure:
     """Per-class test accuracy at the validation-chosen mu, classes from head to tail."""
     table = per_class_table(records_by_method)
-    fig = _figure(11, 3.8)
+    fig = _figure(WIDTH, 5.0)
     ax = fig.subplots()
     for i, (name, row) in enumerate(table.iterrows()):
         ax.plot(range(len(row)), row.values, marker="o", ms=4, color=f"C{i}", label=name)
-    ax.set_xticks(range(len(table.columns)), table.columns, rotation=30, ha="right", fontsize=8)
+    ax.set_xticks(range(len(table.columns)), table.columns, rotation=35, ha="right")
     ax.set(ylabel="test accuracy (%)", xlabel="class (training images), head to tail")
-    ax.legend(fontsize=7, ncol=2)
+    fig.legend(loc="outside lower center", ncol=3)
     _title(fig, "Per-class test accuracy at the validation-chosen mu (mean over seeds)",
            flatten(list(records_by_method.values())), profile)
     return fig
@@ -757,7 +831,7 @@ def per_class_figure(records_by_method: Mapping[str, list], profile: str | None 
 def branch_accuracy(records_by_label: Mapping[str, object], parent=None, profile: str | None = None) -> Figure:
     """Validation accuracy of the instance head and of the class head, epoch by epoch, for the
     run continued from (`parent`, drawn first) and each continued run after it (Sec. V.D)."""
-    fig = _figure(11, 3.6)
+    fig = _figure(WIDTH, 4.6)
     ax_ins, ax_cls = fig.subplots(1, 2, sharey=True)
     offset = 0
     everything = flatten(parent)
@@ -780,14 +854,14 @@ def branch_accuracy(records_by_label: Mapping[str, object], parent=None, profile
             else:
                 ep_ = ep
             ax.plot(ep_, v, marker="o", ms=3, color=f"C{k}", label=name)
-    for ax, text in ((ax_ins, "instance-sampling head alone (mu = 1)"),
-                     (ax_cls, "class-sampling head alone (mu = 0)")):
+    for ax, text in ((ax_ins, "instance head alone\n(mu = 1)"),
+                     (ax_cls, "class head alone\n(mu = 0)")):
         if offset:
             ax.axvline(offset + 0.5, color="0.7", ls=":")
         ax.set(xlabel="epoch (search, then continued)", title=text)
         _integer_epochs(ax)
     ax_ins.set_ylabel("validation accuracy (%)")
-    ax_cls.legend(fontsize=7)
+    fig.legend(*ax_cls.get_legend_handles_labels(), loc="outside lower center", ncol=2)
     _title(fig, "Each head on the validation split during continued training (mean over seeds)",
            everything, profile)
     return fig

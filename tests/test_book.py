@@ -43,6 +43,12 @@ TABLES = {
     "07_claims": ["claim", "smoke"],
 }
 SMOKE_WARNING = "smoke profile: these numbers mean nothing, they only show that the code runs"
+# Chapters not yet written the paper's way (README, "Writing a chapter"): their figures and tables
+# are plain cell outputs, their code shows. Another branch is rewriting them; take a chapter out
+# of this set once it follows the recipe, and the checks below hold it to it.
+NOT_YET_CAPTIONED = {"03_main_results", "07_claims"}
+CAPTIONED = [c for c in CHAPTERS if c.stem not in NOT_YET_CAPTIONED]
+HIDDEN = {"hide-input", "remove-input", "remove-cell"}   # tags that keep a cell's code off the page
 
 
 def chapter_id(path):
@@ -65,8 +71,12 @@ def test_chapter_shows_provenance_and_glued_conclusions(chapter):
     # every glued name the text uses is glued by the notebook
     names = set(re.findall(r"\{glue:text\}`([A-Za-z0-9_]+)", "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")))
     glued = set(re.findall(r"""glue\(f?["']([A-Za-z0-9_{}]+)["']""", "\n".join(code)))
+    for name in re.findall(r"""page\.(?:figure|table)\(\s*["']([A-Za-z0-9_]+)["']""", "\n".join(code)):
+        glued |= {name, name + "_source"}
     literal = {g for g in glued if "{" not in g}
     patterns = [re.compile("^" + re.sub(r"\{[^}]*\}", "[A-Za-z0-9_]+", g) + "$") for g in glued - literal]
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    names |= set(re.findall(r"\{glue:(?:figure|md|)\}\s+([A-Za-z0-9_]+)", text))
     missing = {n for n in names if n not in literal and not any(p.match(n) for p in patterns)}
     assert not missing, f"glued in the text but never glued: {sorted(missing)}"
     # notebooks never train: they read records (hls.plan.chapter_records) and draw (hls.plots)
@@ -108,19 +118,65 @@ def test_run_book_rejects_an_unknown_parameter(tmp_path):
     assert not any(tmp_path.iterdir())  # rejected before anything was copied or executed
 
 
-@pytest.fixture(scope="session")
-def smoke_env(tmp_path_factory):
-    """HLS_PROFILE=smoke and one run store for every slow test, holding the smoke plan's runs
-    (trained here: notebooks only read), the archive switched off."""
-    from hls import plan, runs
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HLS_PROFILE", "smoke")
-        mp.setenv("HLS_RUNS", str(tmp_path_factory.mktemp("runs")))
-        mp.setenv("HLS_ARCHIVE", "off")
-        mp.setenv("PATH", str(Path(sys.executable).parent), prepend=os.pathsep)
-        for planned in plan.book_plan("smoke"):
-            runs.get_run(planned.config, "cpu")
-        yield
+@pytest.mark.parametrize("chapter", CAPTIONED, ids=chapter_id)
+def test_chapter_reads_like_a_paper(chapter):
+    """Code behind the toggle; every figure and table glued by hls.page, placed with a label,
+    a caption that ends with its provenance, alt text for figures; every {numref} resolves; the
+    paper is cited."""
+    nb = nbformat.read(chapter, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert HIDDEN & set(cell.metadata.get("tags", [])), (
+                f"{chapter.name}: code cell {cell.get('id')} shows its code; tag it hide-input "
+                "(setup) or remove-input (glue only)")
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert not re.search(r"^plots\.\w+\(", code, re.M), f"{chapter.name}: a figure or table shown bare; use page.figure / page.table"
+    for kind, name in re.findall(r"page\.(figure|table)\(\s*[\"']([A-Za-z0-9_]+)[\"']", code):
+        directive = {"figure": r"\{glue:figure\}", "table": r"\{glue:md\}"}[kind]
+        assert re.search(directive + r"\s+" + name + r"\b", text), f"{chapter.name}: {name} is glued but never placed"
+        assert f"{{glue:text}}`{name}_source`" in text, f"{chapter.name}: the caption of {name} lacks its provenance"
+    for block in re.findall(r"```\{glue:figure\}.*?```", text, re.S):
+        assert re.search(r"^:name: fig-", block, re.M) and re.search(r"^:alt: \S", block, re.M), (
+            f"{chapter.name}: a figure without :name: fig-... or :alt:\n{block}")
+    for block in re.findall(r":::\{table\}.*?\n:::", text, re.S):
+        assert re.search(r"^:name: tab-", block, re.M), f"{chapter.name}: a table without :name: tab-...\n{block}"
+    labels = set(re.findall(r"^:name: ((?:fig|tab)-[\w-]+)", "\n".join(
+        c.source for ch in CHAPTERS for c in nbformat.read(ch, as_version=4).cells if c.cell_type == "markdown"), re.M))
+    refs = set(re.findall(r"\{numref\}`([\w-]+)`", text))
+    assert refs <= labels, f"{chapter.name}: numref to no label: {sorted(refs - labels)}"
+    own = set(re.findall(r"^:name: ((?:fig|tab)-[\w-]+)", text, re.M))
+    assert own <= refs, f"{chapter.name}: figures or tables the text never refers to: {sorted(own - refs)}"
+    assert "{cite:p}`tang2024hls`" in text or "{cite:t}`tang2024hls`" in text
+
+
+def test_every_cited_key_is_in_the_bibliography():
+    bib = (book.BOOK / "references.bib").read_text()
+    keys = set(re.findall(r"^@\w+\{([\w-]+),", bib, re.M))
+    pages = [c for c in CHAPTERS] + sorted(book.BOOK.glob("*.md"))
+    for page in pages:
+        source = page.read_text()
+        cited = {k.strip() for group in re.findall(r"\{cite:\w+\}`([^`]+)`", source) for k in group.split(",")}
+        assert cited <= keys, f"{page.name} cites keys not in references.bib: {sorted(cited - keys)}"
+
+
+def test_reproduce_page_quotes_the_archive_as_it_is():
+    """The cpu row's cost sentence is what the committed archive's facts.json files say."""
+    from hls.costs import archive_cost
+    page = (book.BOOK / "reproduce.md").read_text()
+    sentence = archive_cost("cpu").sentence()
+    assert sentence in page, f"book/reproduce.md should say: {sentence}"
+    assert "HLS_DATA_SOURCE" in page and "python -m hls verify" in page
+
+
+def test_archive_cost_names_what_is_missing(tmp_path):
+    from hls.costs import archive_cost
+    with pytest.raises(FileNotFoundError, match="python -m hls publish --profile cpu"):
+        archive_cost("cpu", archive=tmp_path)
+    (tmp_path / "cpu" / "run-1").mkdir(parents=True)
+    (tmp_path / "cpu" / "run-1" / "facts.json").write_text('{"wall_seconds": 5}')
+    with pytest.raises(KeyError, match="peak_memory_bytes"):
+        archive_cost("cpu", archive=tmp_path)
 
 
 @pytest.mark.slow
@@ -142,6 +198,30 @@ def executed(tmp_path_factory):
     return tmp_path_factory.mktemp("executed")
 
 
+def check_paper_layout(page, main, figures):
+    """Numbered captions ending with provenance, alt text, no code in sight, the notebook to download."""
+    for img in figures:
+        fig = img.find_parent("figure")
+        assert fig is not None and img.get("alt"), f"{page.name}: an image outside a figure or without alt text"
+        caption = fig.select_one("figcaption").get_text(" ", strip=True)
+        assert re.match(r"Figure \d+\.\d+ ", caption) and re.search(r"(Profile \S+ on .+|Computed by .+)\.\s*#?$", caption), (
+            f"{page.name}: figure caption not numbered or without provenance: {caption!r}")
+    for table in main.select("table"):
+        if "provenance" in table.get_text():
+            continue
+        caption = table.select_one("caption")
+        assert caption is not None and re.match(r"Table \d+\.\d+ ", caption.get_text(" ", strip=True)), (
+            f"{page.name}: a table without a numbered caption: {table.get_text(' ', strip=True)[:200]}")
+    for cell in main.select("div.cell"):
+        for code in cell.select("div.cell_input"):
+            assert code.find_parent("details") is not None, (
+                f"{page.name}: visible code: {code.get_text(' ', strip=True)[:200]}")
+    soup = main.find_parent("html") or main
+    assert soup.select(f'a[href$="_sources/chapters/{page.stem}.ipynb"]'), f"{page.name}: no download link to its notebook"
+    for ref in main.select("span.std-numref"):
+        assert re.match(r"(Figure|Table) \d+\.\d+$", ref.get_text(strip=True)), f"{page.name}: numref {ref.get_text()!r}"
+
+
 def check_pages(html):
     """Every chapter page exists and shows its tables and figures, and no error output."""
     for chapter in CHAPTERS:
@@ -154,14 +234,27 @@ def check_pages(html):
         headers = " | ".join(th.get_text(" ", strip=True) for t in tables for th in t.select("th"))
         for column in TABLES[chapter.stem]:
             assert column in headers, f"{page.name}: no table with a column {column!r}; headers: {headers[:500]}"
-        figures = main.select("div.cell_output img")
+        # a plain cell output's image, or one that a {glue:figure} placed
+        figures = list(dict.fromkeys(main.select("div.cell_output img") + main.select("figure img")))
         assert len(figures) == FIGURES[chapter.stem], f"{page.name}: {len(figures)} figures"
+        if chapter in CAPTIONED:
+            check_paper_layout(page, main, figures)
         text = (main.select_one("article") or main).get_text(" ")   # not the "on this page" sidebar
         assert SMOKE_WARNING in text, f"{page.name}: no smoke warning"
         closing = text[text.rindex("What the reproduction shows"):]
         assert "glue" not in closing and re.search(r"\d+\.\d\d", closing), (
             f"{page.name}: closing paragraph lacks glued numbers:\n{closing[:1000]}"
         )
+    bibliography = BeautifulSoup((html / "bibliography.html").read_text(), "html.parser").find("main")
+    entries = re.findall(r"^@\w+\{", (book.BOOK / "references.bib").read_text(), re.M)
+    assert len(bibliography.select(".citation")) == len(entries), "the References page lacks entries"
+    for page in [html / "intro.html", *(html / c.relative_to(book.BOOK).with_suffix(".html") for c in CAPTIONED)]:
+        main = BeautifulSoup(page.read_text(), "html.parser").find("main")
+        cites = main.select('a[href*="bibliography.html#"]')
+        assert cites, f"{page.name}: no citation links to the References page"
+    for chapter in CHAPTERS:
+        page = html / chapter.relative_to(book.BOOK).with_suffix(".html")
+        main = BeautifulSoup(page.read_text(), "html.parser").find("main")
         for output in main.select("div.output.traceback, div.output.stderr"):
             text = output.get_text()
             assert "traceback" not in output["class"] and "Traceback" not in text and "Error" not in text, (
@@ -191,14 +284,9 @@ def test_executed_chapters_render(smoke_env, executed):
 
 
 @pytest.mark.slow
-def test_jupyter_book_build(smoke_env, tmp_path):
-    jb = shutil.which("jupyter-book", path=Path(sys.executable).parent) or "jupyter-book"
-    build = subprocess.run(
-        [jb, "build", "book/", "--path-output", str(tmp_path)],
-        cwd=book.ROOT, capture_output=True, text=True,
-    )
-    assert build.returncode == 0, build.stdout[-5000:] + build.stderr[-5000:]
-    check_pages(tmp_path / "_build" / "html")
+def test_jupyter_book_build(smoke_build):
+    assert smoke_build.returncode == 0, smoke_build.log
+    check_pages(smoke_build.html)
 
 
 def test_provenance_marks_a_record_the_current_code_would_not_reproduce():
