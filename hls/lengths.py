@@ -53,23 +53,25 @@ def length_records(profile: str, seeds=None, overrides: dict | None = None,
 
 
 def length_table(by_length: dict[str, LengthRuns]) -> pd.DataFrame:
-    """Test accuracy (%) per method, mean ± std over the seeds each length has."""
-    columns = {}
+    """Test accuracy (%) per method and search length, mean ± std over the seeds each has."""
+    rows, index = [], []
     methods = list(dict.fromkeys(m for runs in by_length.values() for m in runs.records))
-    for runs in by_length.values():
-        s = plots.summary(runs.records)
-        cell = lambda m, key, digits=2: (plots.fmt(s.loc[m, key], s.loc[m, f"{key}_std"], digits)  # noqa: E731
-                                         if m in s.index else "–")
-        columns[(runs.title, "seeds")] = [int(s.loc[m, "seeds"]) if m in s.index else 0
-                                          for m in methods]
-        columns[(runs.title, "paper protocol (%)")] = [cell(m, "paper_protocol") for m in methods]
-        columns[(runs.title, "val-chosen mu (%)")] = [cell(m, "val_chosen") for m in methods]
-        for group in ("head", "middle", "tail"):
-            columns[(runs.title, f"{group} (%)")] = [
-                plots.fmt(s.loc[m, group], digits=1) if m in s.index else "–" for m in methods]
-    table = pd.DataFrame(columns, index=pd.Index([plots.label(m) for m in methods], name="method"))
-    table.columns = pd.MultiIndex.from_tuples(table.columns)
-    return table
+    summaries = {p: plots.summary(runs.records) for p, runs in by_length.items()}
+    for method in methods:
+        for p, runs in by_length.items():
+            s = summaries[p]
+            index.append((plots.label(method), runs.title))
+            if method not in s.index:
+                rows.append({"seeds": 0, **{k: "–" for k in (
+                    "paper protocol (%)", "val-chosen mu (%)", "head (%)", "middle (%)", "tail (%)")}})
+                continue
+            row = s.loc[method]
+            rows.append({
+                "seeds": int(row["seeds"]),
+                "paper protocol (%)": plots.fmt(row["paper_protocol"], row["paper_protocol_std"]),
+                "val-chosen mu (%)": plots.fmt(row["val_chosen"], row["val_chosen_std"]),
+                **{f"{g} (%)": plots.fmt(row[g], digits=1) for g in ("head", "middle", "tail")}})
+    return pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(index, names=["method", "search"]))
 
 
 def _accuracies(records, key: str) -> list[float]:
@@ -78,8 +80,8 @@ def _accuracies(records, key: str) -> list[float]:
 
 def length_figure(by_length: dict[str, LengthRuns], profile: str | None = None) -> Figure:
     """Each method's test accuracy against the search length: paper protocol, val-chosen mu."""
-    fig = plots._figure(11, 4.2)
-    axes = fig.subplots(1, 2, sharey=True)
+    fig = plots._figure(plots.WIDTH, 6.4)
+    axes = fig.subplots(2, 1, sharex=True, sharey=True)
     methods = list(dict.fromkeys(m for runs in by_length.values() for m in runs.records))
     for ax, key, name in zip(axes, ("paper_protocol", "val_chosen"),
                              ("paper protocol (mu_test on test)", "mu_test chosen on validation")):
@@ -91,11 +93,11 @@ def length_figure(by_length: dict[str, LengthRuns], profile: str | None = None) 
             std = [np.std(a, ddof=1) if len(a) > 1 else 0.0 for _, a in points]
             ax.errorbar(x, mean, yerr=std, capsize=3, label=plots.label(method), **plots._style(k))
         ax.set_title(name)
-        ax.set_xlabel("search epochs")
+        ax.set_ylabel("test accuracy (%)")
         ax.set_xticks(sorted({runs.epochs for runs in by_length.values()}))
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("test accuracy (%)")
-    axes[1].legend(fontsize=8)
+    axes[1].set_xlabel("search epochs")
+    axes[1].legend(loc="best")
     records = [r for runs in by_length.values() for recs in runs.records.values() for r in recs]
     plots._title(fig, "Table II's core rows against the search length", records, profile)
     return fig

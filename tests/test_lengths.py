@@ -74,21 +74,19 @@ def test_the_findings_are_the_paper_protocol_gaps_at_each_length(two_lengths):
     assert long.best == "darts"
 
 
-def test_the_length_table_has_a_column_group_per_length_and_marks_absent_runs(two_lengths):
+def test_the_length_table_has_a_row_per_method_and_length_and_marks_absent_runs(two_lengths):
     table = lengths.length_table(two_lengths)
-    assert list(dict.fromkeys(table.columns.get_level_values(0))) == [
-        "cpu, 3 epochs", "cpu-long, 16 epochs"]
-    assert list(table.index) == ["DARTS", "DARTS+Re-sampling", "DARTS+BBN", "HLS"]
-    long = table["cpu-long, 16 epochs"]
-    assert list(long["seeds"]) == [2, 2, 1, 0]
-    assert long.loc["DARTS", "paper protocol (%)"] == "61.00 ± 1.41"
-    assert long.loc["HLS", "paper protocol (%)"] == "–"
-    assert table["cpu, 3 epochs"].loc["HLS", "tail (%)"] == "30.0"
+    assert list(table.index) == [(m, length) for m in ("DARTS", "DARTS+Re-sampling", "DARTS+BBN", "HLS")
+                                 for length in ("cpu, 3 epochs", "cpu-long, 16 epochs")]
+    assert list(table.xs("cpu-long, 16 epochs", level="search")["seeds"]) == [2, 2, 1, 0]
+    assert table.loc[("DARTS", "cpu-long, 16 epochs"), "paper protocol (%)"] == "61.00 ± 1.41"
+    assert table.loc[("HLS", "cpu-long, 16 epochs"), "paper protocol (%)"] == "–"
+    assert table.loc[("HLS", "cpu, 3 epochs"), "tail (%)"] == "30.0"
 
 
 def test_the_length_figure_draws_a_line_per_method_in_both_panels(two_lengths):
     fig = lengths.length_figure(two_lengths, "cpu")
-    left, right = fig.axes[:2]
+    left, right = fig.axes[:2]     # stacked: paper protocol above, val-chosen below
     assert len(left.lines) >= 4 and len(right.lines) >= 4
     assert [t.get_text() for t in right.get_legend().get_texts()] == [
         "DARTS", "DARTS+Re-sampling", "DARTS+BBN", "HLS"]
