@@ -123,14 +123,18 @@ def provenance_table(records, profile: str | None = None) -> pd.DataFrame:
 
 def _reproducible(recs) -> str:
     """Whether the current code would make these records: the same code fingerprint and hls
-    version (`python -m hls verify` retrains and checks)."""
-    from .runs import current_fingerprint, reproducible_here
+    version (`python -m hls verify` retrains and checks). Search and retraining runs have
+    fingerprints of their own sources."""
+    from .runs import current_fingerprint, record_kind, reproducible_here
+    kinds = sorted({record_kind(r) for r in recs}, reverse=True)    # search first
+    here = ", ".join(f"{k} {current_fingerprint(k)}" if len(kinds) > 1 else current_fingerprint(k)
+                     for k in kinds) or current_fingerprint()
     stale = [r for r in recs if not reproducible_here(r)]
     if not stale:
-        return f"yes, all {len(recs)} (code fingerprint {current_fingerprint()})"
+        return f"yes, all {len(recs)} (code fingerprint {here})"
     made_by = sorted({str(r.facts.get("code_fingerprint", "unknown")) for r in stale})
     return (f"NO for {len(stale)} of {len(recs)}: made by other code ({', '.join(made_by)}; "
-            f"this checkout: {current_fingerprint()}); python -m hls verify tells")
+            f"this checkout: {here}); python -m hls verify tells")
 
 
 def provenance(records, profile: str | None = None) -> str:
