@@ -156,3 +156,90 @@ def config(method: str, profile: str | None = None, seed: int = 0,
         fields["parent"] = config(CONTINUED_FROM[method], profile, seed, overrides)
         fields["epochs"] = continue_epochs
     return RunConfig(method=method, seed=seed, **fields)
+
+
+# ---- the evaluation phase (chapter 6): the derived cells trained from scratch
+
+# What chapter 6 trains from scratch, beside the Table II methods' genotypes: random cells of the
+# same space (one draw per seed) and ResNet-32, under both losses of hls.retrain.
+RETRAIN_BASELINES = ("random", "resnet")
+RETRAIN_LOSSES = ("ce", "logit_adjusted")
+RETRAIN_PREFIX = "retrain."     # `--set retrain.epochs=2` sets a RetrainConfig field
+
+# The literature's CIFAR-10-LT (ratio 100) numbers for ResNet-32 at 200 epochs (Cao et al.,
+# NeurIPS 2019, Table 2, errors 29.64 and 22.97), shown only as the literature's reference.
+LITERATURE_RESNET32 = {"ce": ("cross-entropy (Cao et al. 2019)", 70.36),
+                       "logit_adjusted": ("LDAM-DRW, another long-tail method (Cao et al. 2019)",
+                                          77.03)}
+
+# Per profile: the fields of a cell network and of ResNet-32, and why.
+RETRAIN_PROFILES: dict[str, dict] = {
+    "smoke": dict(
+        cells=dict(channels=4, layers=3, epochs=2, steps_per_epoch=3, batch_size=16),
+        resnet=dict(resnet_blocks=1, resnet_widths=(4, 8, 16)),
+        why="code paths only: every part of DARTS' recipe on a tiny net, 3 steps an epoch"),
+    # Sized by a measured step (scripts/retrain_step.py, one thread, process CPU time, on the
+    # 2-core development machine; docs/retraining.md): batch 128 of the 5-cell C=8 network
+    # 0.16 s, of ResNet-32 at half width 0.12 s; 96 steps an epoch, so 15.5 s and 11.8 s an
+    # epoch, plus about 8 s for start, data and the test set. 48 cell runs x (3 x 15.5 + 8) s
+    # + 6 ResNet runs x (3 x 11.8 + 8) s = 2,900 CPU seconds: about 24 minutes on two cores.
+    "cpu": dict(
+        cells=dict(channels=8, layers=5, stem_stride=2, epochs=3, batch_size=128, lr=0.05,
+                   augment_pad=0, cutout=0, drop_path=0.0, auxiliary_weight=0.0),
+        resnet=dict(stem_stride=2, resnet_widths=(8, 16, 32)),
+        why="C=8, 5 cells (3 normal, 2 reduction) on 16x16 maps, 3 epochs of batch 128, lr "
+            "0.05 cosine, no crops, cutout, drop-path or auxiliary head (3 epochs underfit, as "
+            "the search profile found on validation); ResNet-32 at half width (8/16/32), same "
+            "recipe; a 0.16 s step x 96 steps x 3 epochs: about 24 min for the 54 runs on 2 "
+            "cores"),
+    # DARTS' evaluation (quark0/darts, cnn/train.py) for the cells: the RetrainConfig defaults;
+    # for ResNet-32 LDAM-DRW's 200-epoch recipe (kaidic/LDAM-DRW, cifar_train.py)
+    "paper": dict(
+        cells=dict(),
+        resnet=dict(epochs=200, batch_size=128, lr=0.1, momentum=0.9, weight_decay=2e-4,
+                    lr_schedule="warmup_step", warmup_epochs=5, lr_milestones=(160, 180),
+                    lr_step_factor=0.01, grad_clip=None, cutout=0, drop_path=0.0,
+                    auxiliary_weight=0.0),
+        why="DARTS' evaluation recipe for the cells (20 cells, C=36, 600 epochs, batch 96, "
+            "lr 0.025 cosine, auxiliary weight 0.4, cutout 16, drop-path 0.2, weight decay "
+            "3e-4); LDAM-DRW's for ResNet-32 (200 epochs, batch 128, lr 0.1, 5-epoch warm-up, "
+            "x0.01 after epochs 160 and 180, weight decay 2e-4), for a GPU"),
+}
+
+
+def split_overrides(overrides: dict | None) -> tuple[dict, dict]:
+    """(the search's overrides, the retraining's): `retrain.KEY` settings go to RetrainConfig."""
+    search, retrain = {}, {}
+    for key, value in (overrides or {}).items():
+        if key.startswith(RETRAIN_PREFIX):
+            retrain[key[len(RETRAIN_PREFIX):]] = value
+        else:
+            search[key] = value
+    return search, retrain
+
+
+def retrain_config(source: str, profile: str | None = None, seed: int = 0, loss: str = "ce",
+                   overrides: dict | None = None):
+    """The RetrainConfig that trains `source` from scratch at `profile`: a method's genotype
+    (its search run at `seed` is the parent), "random" (the cell drawn with `seed`) or
+    "resnet". The search's overrides go to the parent, `retrain.KEY` ones to the retraining;
+    the data set is always the search's."""
+    from .retrain import RetrainConfig, coerce_retrain_overrides
+    profile = check_profile(profile)
+    search_overrides, retrain_overrides = split_overrides(overrides)
+    if source not in RETRAIN_BASELINES:
+        check_method(source)
+    # the search run of the source (or, for the baselines, of plain DARTS: its space and data)
+    search = config(source if source not in RETRAIN_BASELINES else "darts", profile, seed,
+                    search_overrides)
+    p = RETRAIN_PROFILES[profile]
+    fields = {**p["cells"], **(p["resnet"] if source == "resnet" else {}),
+              **coerce_retrain_overrides(retrain_overrides)}
+    data = {k: getattr(search, k) for k in ("dataset", "ratio", "val_fraction", "data_seed",
+                                             "test_per_class")}
+    if source == "random":          # drawn from the search's space
+        fields = {"primitives": search.primitives, "nodes": search.nodes, **fields}
+    architecture = "searched" if source not in RETRAIN_BASELINES else source
+    return RetrainConfig(architecture=architecture, loss=loss, seed=seed,
+                         parent=search if architecture == "searched" else None,
+                         **{**data, **fields})

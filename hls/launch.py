@@ -103,13 +103,13 @@ class LaunchResult:
         return all(o.outcome in ("trained", "reused") for o in self.outcomes)
 
     def table(self) -> str:
-        lines = [f"{'method':<16} {'seed':>4}  {'run id':<28} {'outcome':<8} {'time':>12}  notes"]
+        lines = [f"{'method':<20} {'seed':>4}  {'run id':<34} {'outcome':<8} {'time':>12}  notes"]
         for o in self.outcomes:
             note = o.detail
             if o.outcome == "failed" and o.log is not None:
                 note = f"{note}; log: {o.log}" if note else f"log: {o.log}"
             time_text = format_seconds(o.seconds) if o.outcome == "trained" else ""
-            lines.append(f"{planning.label(o.run):<16} {o.run.seed:>4}  {o.run.run_id:<28} "
+            lines.append(f"{planning.label(o.run):<20} {o.run.seed:>4}  {o.run.run_id:<34} "
                          f"{o.outcome:<8} {time_text:>12}  {note}")
         counts = {k: sum(o.outcome == k for o in self.outcomes)
                   for k in ("trained", "reused", "failed", "skipped")}
@@ -198,8 +198,10 @@ def launch(profile: str | None = None, seeds=None, overrides: dict | None = None
     by_id = {r.run_id: r for r in plan}
     todo = [r for r in plan if not r.done]
     # A continued run starts from its parent's checkpoint, which the archive does not keep:
-    # an archived parent of a run to train is trained into the local store first.
-    local_parents = {r.parent for r in todo if r.parent and by_id[r.parent].state == "archived"}
+    # an archived parent of a run to train is trained into the local store first (a retraining
+    # run reads its parent's genotype from the archive).
+    local_parents = {r.parent for r in todo if r.starts_from_parent_checkpoint
+                     and by_id[r.parent].state == "archived"}
     todo = [r for r in plan if not r.done or r.run_id in local_parents]
     outcomes = {r.run_id: Outcome(r, "reused") for r in plan if r.run_id not in
                 {t.run_id for t in todo}}
@@ -352,7 +354,7 @@ class ProgressView:
         left_text = f"~{format_seconds(left)} left" if left is not None else "time left unknown"
         if job.epoch >= run.config.epochs:
             left_text = "evaluating"
-        return (f"  {planning.label(run):<16} seed {run.seed:<3} {run.run_id:<28} "
+        return (f"  {planning.label(run):<20} seed {run.seed:<3} {run.run_id:<34} "
                 f"epoch {job.epoch}/{run.config.epochs}  {format_seconds(elapsed)} elapsed, "
                 f"{left_text}")
 
@@ -786,16 +788,17 @@ def publish(profile: str | None = None, seeds=None, overrides: dict | None = Non
 def publish_run(source: Path, target: Path) -> str:
     """Copy one run's record files to `target` atomically: a temporary folder, then a rename.
     An identical copy already there is left alone ("unchanged")."""
+    files = _record_files(source)
     if target.is_dir() and all((target / name).is_file() and
                                (target / name).read_bytes() == (source / name).read_bytes()
-                               for name in runs.RECORD_FILES):
+                               for name in files):
         return "unchanged"
     target.parent.mkdir(parents=True, exist_ok=True)
     tag = f"{os.getpid()}.{secrets.token_hex(4)}"
     tmp = target.with_name(f".{target.name}.{tag}.tmp")
     tmp.mkdir()
     try:
-        for name in runs.RECORD_FILES:
+        for name in files:
             shutil.copy2(source / name, tmp / name)
         if target.exists():             # replace: the old copy out of the way, the new one in
             old = target.with_name(f".{target.name}.{tag}.old")
@@ -808,6 +811,12 @@ def publish_run(source: Path, target: Path) -> str:
         if tmp.exists():
             shutil.rmtree(tmp)
     return "published"
+
+
+def _record_files(folder: Path) -> tuple[str, ...]:
+    """The record files of the run in `folder`, by the kind its config.json names."""
+    kind = runs.read_json(folder / "config.json").get("kind")
+    return runs.RETRAIN_RECORD_FILES if kind == "retrain" else runs.RECORD_FILES
 
 
 def folder_bytes(folder: Path) -> int:
@@ -886,6 +895,7 @@ def verify(profile: str | None = None, methods=None, seeds=None, overrides: dict
     checks = []
     with tempfile.TemporaryDirectory(prefix="hls-verify-") as store:
         for run, folder in archived:    # plan order: a verified parent is reused by its child
+            _provide_parent_record(run, Path(store))
             facts = runs.read_json(folder / "facts.json")
             threads = facts.get("torch_threads") or (os.cpu_count() or 1)
             exact = facts.get("device", "cpu") == "cpu" and device == "cpu"
@@ -913,16 +923,28 @@ def verify(profile: str | None = None, methods=None, seeds=None, overrides: dict
             if diff and not runs.reproducible_here(facts):
                 diff += (f" (the record was made by other code: fingerprint "
                          f"{facts.get('code_fingerprint')}, hls {facts.get('hls')}; "
-                         f"this code: {runs.current_fingerprint()})")
+                         f"this code: {runs.current_fingerprint(runs.record_kind(facts))})")
             checks.append(Check(run, diff is None, diff or "matches", exact))
     return checks
 
 
+def _provide_parent_record(run: PlannedRun, store: Path) -> None:
+    """A retraining run reads only its parent's genotype: the archived parent's record is copied
+    into the temporary store (unless verify retrained it there already), rather than the search
+    being trained again."""
+    if run.config.parent is None or run.starts_from_parent_checkpoint:
+        return
+    parent = run.config.parent.run_id
+    archived = runs.archived_folder(parent)
+    if archived is not None and runs._status(store / parent).get("state") != "complete":
+        publish_run(archived, store / parent)
+
+
 def verify_table(checks: list[Check]) -> str:
-    lines = [f"{'run id':<28} {'method':<16} {'seed':>4}  {'compared':<14} result"]
+    lines = [f"{'run id':<34} {'method':<20} {'seed':>4}  {'compared':<14} result"]
     for c in checks:
         how = "bit for bit" if c.exact else f"within {DEVICE_TOLERANCE:g}"
-        lines.append(f"{c.run.run_id:<28} {planning.label(c.run):<16} {c.run.seed:>4}  "
+        lines.append(f"{c.run.run_id:<34} {planning.label(c.run):<20} {c.run.seed:>4}  "
                      f"{how:<14} {c.detail}")
     bad = sum(not c.matches for c in checks)
     lines.append(f"{len(checks) - bad} of {len(checks)} match")
@@ -945,26 +967,28 @@ def train_one(config_path, device: str | None = None) -> str:
     start = time.perf_counter()
     record = runs.get_run(config, device, on_epoch=lambda e: epochs.append(e["epoch"]))
     if epochs:
+        if runs.is_retraining(config):
+            headline = f"{100 * record.eval['acc']:.2f}% (trained from scratch)"
+        else:
+            headline = f"{100 * record.eval['paper_protocol']['acc']:.2f}% (paper protocol)"
         return (f"trained {config.run_id}: epochs {epochs[0]}-{epochs[-1]} of {config.epochs} "
-                f"in {time.perf_counter() - start:.0f} s, test acc "
-                f"{100 * record.eval['paper_protocol']['acc']:.2f}% (paper protocol)")
+                f"in {time.perf_counter() - start:.0f} s, test acc {headline}")
     return f"reused {config.run_id}: complete in {record.path}"
 
 
 def read_config_file(path: Path):
-    """The RunConfig in a config.json (or a run folder holding one), checked against the
-    folder's name when that is a run id."""
-    from .config import RunConfig
+    """The RunConfig (or, for "kind": "retrain", the RetrainConfig) in a config.json or a run
+    folder holding one, checked against the folder's name when that is a run id."""
     path = Path(path)
     file = path / "config.json" if path.is_dir() else path
     try:
-        config = RunConfig.from_dict(json.loads(file.read_text()))
+        config = runs.config_from_dict(json.loads(file.read_text()))
     except FileNotFoundError:
         raise ConfigError(f"{file} does not exist; give a run folder or its config.json") \
             from None
     except (ValueError, TypeError) as exc:
         raise runs.RecordError(f"{file} is not a valid run config ({exc}); write it with "
-                               "RunConfig.to_dict()") from None
+                               "the config's to_dict()") from None
     folder = file.parent.name
     if "-" in folder and folder.split("-")[0] == config.method and folder != config.run_id:
         raise runs.RecordError(f"{file} has run id {config.run_id}, not its folder's "

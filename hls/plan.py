@@ -3,10 +3,14 @@
 A chapter's needs are entries (key, method, overrides): the key is what the chapter's notebook
 calls the runs ("darts", or "tau=20" in the tau sweep), the overrides are the entry's own
 settings, which win over the user's (`--set`), as the tau sweep must. Every entry is trained for
-every seed of the chapter.
+every seed of the chapter. A retraining entry (chapter 6) has a loss: it trains the genotype of
+its method's search run at that seed (or a random cell, or ResNet-32) from scratch; its key is
+the retraining run's method (re_darts_ce, re_random_la, ...). `--set retrain.KEY=VALUE` changes
+the retraining runs only, every other `--set` the search runs (and so the retrained genotypes).
 
     chapter_configs("04_ablations", "cpu")  ->  {"hls": [RunConfig], ..., "tau=20": [...]}
     chapter_records(...)                     ->  the same keys, RunRecords (never trains)
+    parent_records(records)                  ->  the search run of each retrained genotype
     book_plan("cpu")                         ->  every distinct run, parents first, with state
 """
 
@@ -16,16 +20,25 @@ from dataclasses import dataclass, field
 
 from . import experiments, runs
 from .config import ConfigError, RunConfig
+from .retrain import LOSS_TAGS, RetrainConfig
 
 CHAPTERS = ("01_motivation", "02_method", "03_main_results", "04_ablations",
-            "05_continued_training")
+            "05_continued_training", "06_retraining")
 
 
 @dataclass(frozen=True)
 class Need:
     key: str            # what the notebook calls it
-    method: str
+    method: str         # a retraining need: the method whose genotype it trains, or a baseline
     overrides: dict = field(default_factory=dict)
+    loss: str | None = None     # a retraining need's loss (experiments.RETRAIN_LOSSES)
+
+    def config(self, profile: str, seed: int, overrides: dict | None):
+        settings = {**(overrides or {}), **self.overrides}
+        if self.loss is not None:
+            return experiments.retrain_config(self.method, profile, seed, self.loss, settings)
+        search_settings, _ = experiments.split_overrides(settings)
+        return experiments.config(self.method, profile, seed, search_settings)
 
 
 def _methods(*names: str) -> list[Need]:
@@ -47,15 +60,20 @@ def chapter_needs(chapter: str, profile: str) -> list[Need]:
             Need(f"tau={tau:g}", "hls", {"hls_tau": tau}) for tau in taus]
     if chapter == "05_continued_training":
         return _methods("hls", "ct_mu0", "ct_mu05", "ct_rs", "ct_frozen")
+    if chapter == "06_retraining":
+        return [Need(f"re_{source}_{LOSS_TAGS[loss]}", source, loss=loss)
+                for loss in experiments.RETRAIN_LOSSES
+                for source in (*experiments.TABLE_II_METHODS, *experiments.RETRAIN_BASELINES)]
     raise ConfigError(f"unknown chapter {chapter!r}; choose one of {', '.join(CHAPTERS)}")
 
 
 def chapter_seeds(chapter: str, profile: str, seeds=None) -> list[int]:
-    """Explicit seeds win; Table II uses the profile's table_seeds (else its seeds)."""
+    """Explicit seeds win; Table II and its retraining (chapter 6) use the profile's table_seeds
+    (else its seeds)."""
     if seeds is not None:
         return list(seeds)
     p = experiments.PROFILES[profile]
-    if chapter == "03_main_results":
+    if chapter in ("03_main_results", "06_retraining"):
         return list(p.get("table_seeds", p["seeds"]))
     return list(p["seeds"])
 
@@ -66,11 +84,10 @@ def profile_chapters(profile: str) -> list[str]:
 
 
 def chapter_configs(chapter: str, profile: str | None = None, seeds=None,
-                    overrides: dict | None = None) -> dict[str, list[RunConfig]]:
-    """key -> one RunConfig per seed, for every entry of the chapter."""
+                    overrides: dict | None = None) -> dict[str, list[RunConfig | RetrainConfig]]:
+    """key -> one config per seed, for every entry of the chapter."""
     profile = experiments.check_profile(profile)
-    return {need.key: [experiments.config(need.method, profile, seed,
-                                          {**(overrides or {}), **need.overrides})
+    return {need.key: [need.config(profile, seed, overrides)
                        for seed in chapter_seeds(chapter, profile, seeds)]
             for need in chapter_needs(chapter, profile)}
 
@@ -113,6 +130,15 @@ def family_profiles(profile: str) -> list[str]:
     return sorted(members, key=lambda p: experiments.PROFILES[p]["fields"]["epochs"])
 
 
+def parent_records(records: dict[str, list], profile: str | None = None, seeds=None,
+                   overrides: dict | None = None) -> dict[str, list[runs.RunRecord]]:
+    """key -> the search run whose genotype each retraining record trained (the same order),
+    for the keys whose runs have one (not the random cells or ResNet); never trains."""
+    return {key: [runs.read_run(r.config.parent, profile, seeds, overrides) for r in recs]
+            for key, recs in records.items()
+            if recs and all(getattr(r.config, "parent", None) is not None for r in recs)}
+
+
 # ---- the whole book
 
 # Measured seconds per epoch, by profile and kind of run, for the plan's cost column:
@@ -124,22 +150,29 @@ def family_profiles(profile: str) -> list[str]:
 #   smoke: about a second an epoch (3 steps of a tiny net), plus start-up.
 #   paper: docs/performance.md, one H200: 50 x 77 second-order BBN steps of 1.97 s = 2.1 h,
 #        ~150 s/epoch with the per-epoch validation; single-branch runs are not measured.
+#   retraining (chapter 6), cpu: docs/retraining.md, a measured step of one thread, 96 steps an
+#        epoch: the cell network 15.5 s, ResNet-32 at half width 11.8 s; paper: not measured on
+#        a GPU.
 SECONDS_PER_EPOCH = {
     ("cpu", "single"): 62, ("cpu", "bilateral"): 115, ("cpu", "continued"): 130,
     ("cpu-long", "single"): 58, ("cpu-long", "bilateral"): 141,
+    ("cpu", "retrain_cells"): 16, ("cpu", "retrain_resnet"): 12,
     ("smoke", "single"): 1, ("smoke", "bilateral"): 1, ("smoke", "continued"): 1,
+    ("smoke", "retrain_cells"): 1, ("smoke", "retrain_resnet"): 1,
     ("paper", "bilateral"): 150, ("paper", "continued"): 150,
 }
 START_SECONDS = {"cpu": 5, "cpu-long": 5, "smoke": 5, "paper": 15}   # process start, data, evaluation
 
 
-def run_kind(config: RunConfig) -> str:
+def run_kind(config: RunConfig | RetrainConfig) -> str:
+    if runs.is_retraining(config):
+        return "retrain_resnet" if config.architecture == "resnet" else "retrain_cells"
     if config.parent is not None:
         return "continued"
     return "bilateral" if config.bilateral else "single"
 
 
-def estimate_seconds(config: RunConfig, profile: str) -> float | None:
+def estimate_seconds(config: RunConfig | RetrainConfig, profile: str) -> float | None:
     """Seconds to train `config` from scratch at `profile`; None where nothing was measured."""
     per_epoch = SECONDS_PER_EPOCH.get((profile, run_kind(config)))
     if per_epoch is None:
@@ -149,7 +182,7 @@ def estimate_seconds(config: RunConfig, profile: str) -> float | None:
 
 @dataclass
 class PlannedRun:
-    config: RunConfig
+    config: RunConfig | RetrainConfig
     chapters: list[str]
     keys: list[str]             # what the chapters call it ("darts", "tau=20")
     state: str                  # archived | complete | running | interrupted | failed | missing
@@ -176,8 +209,14 @@ class PlannedRun:
     def done(self) -> bool:
         return self.state in ("complete", "archived")
 
+    @property
+    def starts_from_parent_checkpoint(self) -> bool:
+        """A continued search starts from its parent's checkpoint, which the archive does not
+        keep; a retraining run needs only its parent's genotype, which the archive does."""
+        return self.config.parent is not None and not runs.is_retraining(self.config)
 
-def run_state(config: RunConfig) -> tuple[str, str | None]:
+
+def run_state(config: RunConfig | RetrainConfig) -> tuple[str, str | None]:
     """(state, holder) of one run: complete (local) > archived > the local store's state.
 
     A status "running" whose lock nobody holds is a run killed mid-way: "interrupted"."""
@@ -200,9 +239,9 @@ def book_plan(profile: str | None = None, seeds=None, overrides: dict | None = N
     methods: keep only runs of these methods (and the parents they start from)."""
     profile = experiments.check_profile(profile)
     chapters = list(chapters) if chapters is not None else profile_chapters(profile)
-    by_id: dict[str, tuple[RunConfig, list[str], list[str]]] = {}
+    by_id: dict[str, tuple[RunConfig | RetrainConfig, list[str], list[str]]] = {}
 
-    def add(config: RunConfig, chapter: str | None, key: str | None):
+    def add(config: RunConfig | RetrainConfig, chapter: str | None, key: str | None):
         if config.parent is not None:     # the parent first, so it comes earlier in the plan
             add(config.parent, None, None)
         _, needed_by, keys = by_id.setdefault(config.run_id, (config, [], []))
@@ -244,12 +283,12 @@ def format_seconds(seconds: float | None) -> str:
 
 def plan_table(plan: list[PlannedRun]) -> str:
     """The plan as the `plan` command prints it, with the totals."""
-    lines = [f"{'method':<16} {'seed':>4}  {'run id':<28} {'parent':<28} {'state':<12} "
+    lines = [f"{'method':<20} {'seed':>4}  {'run id':<34} {'parent':<28} {'state':<12} "
              f"{'est. cost':>12}  chapters"]
     for r in plan:
         chapters = ", ".join(c.split("_")[0] for c in r.chapters) or "(parent)"
         state = r.state + (f" by {r.holder}" if r.holder else "")
-        lines.append(f"{label(r):<16} {r.seed:>4}  {r.run_id:<28} {r.parent or '-':<28} "
+        lines.append(f"{label(r):<20} {r.seed:>4}  {r.run_id:<34} {r.parent or '-':<28} "
                      f"{state:<12} {format_seconds(r.est_seconds):>12}  {chapters}")
     todo = [r for r in plan if not r.done]
     known = [r.est_seconds for r in todo if r.est_seconds is not None]

@@ -134,14 +134,18 @@ def provenance_table(records, profile: str | None = None) -> pd.DataFrame:
 
 def _reproducible(recs) -> str:
     """Whether the current code would make these records: the same code fingerprint and hls
-    version (`python -m hls verify` retrains and checks)."""
-    from .runs import current_fingerprint, reproducible_here
+    version (`python -m hls verify` retrains and checks). Search and retraining runs have
+    fingerprints of their own sources."""
+    from .runs import current_fingerprint, record_kind, reproducible_here
+    kinds = sorted({record_kind(r) for r in recs}, reverse=True)    # search first
+    here = ", ".join(f"{k} {current_fingerprint(k)}" if len(kinds) > 1 else current_fingerprint(k)
+                     for k in kinds) or current_fingerprint()
     stale = [r for r in recs if not reproducible_here(r)]
     if not stale:
-        return f"yes, all {len(recs)} (code fingerprint {current_fingerprint()})"
+        return f"yes, all {len(recs)} (code fingerprint {here})"
     made_by = sorted({str(r.facts.get("code_fingerprint", "unknown")) for r in stale})
     return (f"NO for {len(stale)} of {len(recs)}: made by other code ({', '.join(made_by)}; "
-            f"this checkout: {current_fingerprint()}); python -m hls verify tells")
+            f"this checkout: {here}); python -m hls verify tells")
 
 
 def provenance(records, profile: str | None = None) -> str:
@@ -866,3 +870,115 @@ def branch_accuracy(records_by_label: Mapping[str, object], parent=None, profile
            everything, profile)
     return fig
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapter 6: the derived cells trained from scratch (hls.retrain, hls.retrain_summary)
+
+
+def retrain_table(records: Mapping[str, list], parents: Mapping[str, list], loss: str) -> pd.DataFrame:
+    """One loss: retrained test accuracy (%) of every Table II method's genotypes, the random
+    cells and ResNet, mean ± std over seeds, with size, groups and the search-phase accuracy of
+    the same runs; the literature's ResNet-32 number beside ResNet."""
+    from .retrain_summary import summary
+    s = summary({k: v for k, v in records.items() if flatten(v)[0].config.loss == loss}, parents)
+    literature = E.LITERATURE_RESNET32.get(loss)
+    table = pd.DataFrame({
+        "seeds": s["seeds"].astype(int).to_numpy(),
+        "retrained test acc (%)": [fmt(m, d) for m, d in zip(s["acc"], s["acc_std"])],
+        "head (%)": [fmt(v, digits=1) for v in s["head"]],
+        "middle (%)": [fmt(v, digits=1) for v in s["middle"]],
+        "tail (%)": [fmt(v, digits=1) for v in s["tail"]],
+        "many / medium / few (%)": [" / ".join(fmt(row[g], digits=1) for g in ("many", "medium", "few"))
+                                    for _, row in s.iterrows()],
+        "params (M)": [f"{v / 1e6:.3f}" for v in s["parameters"]],
+        "MACs (M)": [f"{v / 1e6:.2f}" for v in s["multiply_adds"]],
+        "search-phase acc (%)": [fmt(m, d) if math.isfinite(m) else "not searched"
+                                 for m, d in zip(s["search_acc"], s["search_acc_std"])],
+        "literature (%)": [f"{literature[1]:.2f}: {literature[0]}" if kind == "resnet" and literature else "–"
+                           for kind in s["kind"]],
+    }, index=pd.Index(s["label"], name="architecture"))
+    return table
+
+
+def rank_table(records: Mapping[str, list], parents: Mapping[str, list]) -> pd.DataFrame:
+    """Does the supernet's ranking survive retraining? Spearman's rho between the search-phase
+    accuracy and the retrained accuracy, over the methods (means) and over the single runs."""
+    from .retrain import LOSSES
+    from .retrain_summary import rank_correlation
+    rows = {}
+    for loss, name in LOSSES.items():
+        c = rank_correlation(records, parents, loss)
+        rows[name] = {"Spearman, methods": f"{c['rho_methods']:+.2f}" if math.isfinite(c["rho_methods"]) else "–",
+                      "methods": c["n_methods"], "verdict (methods)": c["verdict_methods"],
+                      "Spearman, runs": f"{c['rho_runs']:+.2f}" if math.isfinite(c["rho_runs"]) else "–",
+                      "runs": c["n_runs"], "verdict (runs)": c["verdict_runs"]}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "loss"
+    return table
+
+
+def retrain_scatter(records: Mapping[str, list], parents: Mapping[str, list],
+                    profile: str | None = None) -> Figure:
+    """Each search run's accuracy at the end of the search (paper protocol) against the accuracy
+    of its genotype trained from scratch, one panel per loss; the random cells' and ResNet's
+    means as lines."""
+    from .retrain import LOSSES
+    from .retrain_summary import search_accuracy, source_label
+    fig = _figure(11, 4.2)
+    axes = fig.subplots(1, len(LOSSES), sharey=True)
+    for ax, (loss, name) in zip(np.atleast_1d(axes), LOSSES.items()):
+        keys = [k for k, v in records.items() if flatten(v)[0].config.loss == loss]
+        k_style = 0
+        for key in keys:
+            recs = flatten(records[key])
+            config = recs[0].config
+            if key in parents:
+                x = [search_accuracy(p) for p in parents[key]]
+                ax.plot(x, [100 * r.eval["acc"] for r in recs], **{**_style(k_style), "ls": "none"},
+                        label=source_label(config.source))
+                k_style += 1
+            else:
+                mean = float(np.mean([100 * r.eval["acc"] for r in recs]))
+                ax.axhline(mean, color="0.3" if config.architecture == "random" else "0.6",
+                           ls="--" if config.architecture == "random" else ":",
+                           label=f"{source_label(config.source, config.resnet_depth)} (mean)")
+        ax.set(xlabel="search-phase test accuracy (%, paper protocol)", title=name)
+        ax.grid(alpha=0.3)
+    np.atleast_1d(axes)[0].set_ylabel("retrained test accuracy (%)")
+    panels = list(np.atleast_1d(axes))
+    fullest = max(panels, key=lambda a: len(a.get_legend_handles_labels()[0]))
+    if fullest.get_legend_handles_labels()[0]:
+        panels[-1].legend(*fullest.get_legend_handles_labels(), fontsize=7, loc="upper left",
+                          bbox_to_anchor=(1.0, 1.0))
+    _title(fig, "Does the supernet's ranking survive retraining? (one point per search run)",
+           flatten(list(records.values())), profile)
+    return fig
+
+
+def retrained_cells_figure(records: Mapping[str, list], profile: str | None = None,
+                           seed: int = 0) -> Figure:
+    """The normal and reduction cells trained in chapter 6: each method's genotype at `seed`,
+    and every random draw (ResNet has no cell)."""
+    from .genotype import draw_cell
+    from .retrain_summary import source_label
+    shown, seen = [], set()
+    for recs in records.values():
+        for r in flatten(recs):
+            key = (r.config.source, r.config.seed)
+            if r.genotype is None or key in seen:
+                continue
+            if r.config.architecture == "random" or r.config.seed == seed:
+                seen.add(key)
+                shown.append((f"{source_label(r.config.source)} (seed {r.config.seed})", r.genotype))
+    rows = math.ceil(len(shown) / 2)
+    fig = _figure(14, 1.9 * max(rows, 1))
+    axes = np.atleast_2d(fig.subplots(max(rows, 1), 4, squeeze=False))
+    for i, (name, genotype) in enumerate(shown):
+        row, col = divmod(i, 2)
+        draw_cell(genotype["backbone_normal"], ax=axes[row, 2 * col], title=f"{name}: normal")
+        draw_cell(genotype["backbone_reduce"], ax=axes[row, 2 * col + 1], title=f"{name}: reduction")
+    for ax in axes.ravel()[2 * len(shown):]:
+        ax.axis("off")
+    _title(fig, "The cells trained from scratch", flatten(list(records.values())), profile)
+    return fig

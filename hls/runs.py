@@ -6,7 +6,7 @@
         metrics.json    per-epoch scalars (loss, accuracy, mu, HLS factor, gradient norms ...)
         alphas.json     per-epoch softmax(alpha) of every component, and genotypes
         eval.json       the mu_test sweep, headline numbers, per-class and group accuracy
-        genotype.json   the final discrete architecture
+        genotype.json   the final discrete architecture (a retraining run: the cells it trained)
         facts.json      how it ran: device, threads, torch, commit, code fingerprint, wall time
         checkpoint.pt   the state after the last finished epoch (resume; continued training)
         lock            flock'ed by the process training the run; holds "host pid"
@@ -20,6 +20,11 @@ whoever waited for the lock reads the finished record instead of training it aga
 The results archive, `results/<profile>/<run-id>/` in the repository (or HLS_ARCHIVE), holds
 the record files of finished runs (no checkpoint, lock or log) and is committed to git, so that
 the book renders without training. Reading a run looks in the store, then in the archive.
+
+Two kinds of run share the store: a search (hls.config.RunConfig, trained by hls.train.Search)
+and a retraining run of the evaluation phase (hls.retrain.RetrainConfig, trained by
+hls.retrain.Retraining). config.json says which: a retraining config carries "kind": "retrain".
+A retraining run has no alphas.json, and its code fingerprint is taken over its own sources.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ import torch
 from . import experiments
 from .config import VERSION, ConfigError, RunConfig
 from .data import data_dir, load_long_tailed
+from .retrain import RETRAIN_VERSION, RetrainConfig, Retraining
 from .train import Search, Speed, TrainingDiverged, resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,11 +58,16 @@ ROOT = Path(__file__).resolve().parents[1]
 # What the archive keeps of a run: the record, never the checkpoint, the lock or the log.
 RECORD_FILES = ("config.json", "metrics.json", "alphas.json", "eval.json", "genotype.json",
                 "facts.json", "status.json")
+RETRAIN_RECORD_FILES = tuple(name for name in RECORD_FILES if name != "alphas.json")
 
 # The sources whose bytes decide the numbers a config produces (the code fingerprint in
 # facts.json); bench, plots, runs and the command line do not change them.
 NUMBER_SOURCES = ("config", "data", "ops", "supernet", "architect", "schedules", "genotype",
                   "train")
+# ... and those of a retraining run: its trainer and networks, and what they take from the
+# search's modules (the data set and augmentation, the ops, the lr schedule, the evaluation
+# helpers; config for the parent's identity).
+RETRAIN_NUMBER_SOURCES = ("retrain", "network", "config", "data", "ops", "schedules", "train")
 
 # Epoch-record keys kept out of metrics.json: they are saved in alphas.json.
 ALPHA_KEYS = ("alphas", "genotype")
@@ -76,6 +87,23 @@ class RecordError(ValueError):
 
 class MissingRun(ValueError):
     """A run that is neither in the store nor in the archive (read_run never trains)."""
+
+
+# ---- the two kinds of run
+
+AnyConfig = RunConfig | RetrainConfig
+
+
+def is_retraining(config) -> bool:
+    return isinstance(config, RetrainConfig)
+
+
+def config_from_dict(d: dict) -> AnyConfig:
+    """The config a config.json holds: a RetrainConfig when it says "kind": "retrain", else a
+    RunConfig (search configs carry no kind, so their ids stay what they were)."""
+    if d.get("kind") == "retrain":
+        return RetrainConfig.from_dict(d)
+    return RunConfig.from_dict(d)
 
 
 # ---- where records live
@@ -175,29 +203,50 @@ class RunRecord:
         return self.history[-1]["genotype"]
 
 
+@dataclass
+class RetrainRecord:
+    """A finished retraining run as the notebooks see it."""
+    config: RetrainConfig
+    path: Path
+    history: list[dict]         # per epoch: lr, drop-path probability, train loss and accuracy
+    eval: dict                  # test accuracy overall, per class and per group; the net's size
+    facts: dict
+    genotype: dict | None       # the cells it trained (None for ResNet)
+
+    @property
+    def method(self) -> str:
+        return self.config.method
+
+
 def _status(folder: Path) -> dict:
     path = folder / "status.json"
     return read_json(path) if path.exists() else {"state": "absent"}
 
 
-def status(config: RunConfig) -> dict:
+def status(config: AnyConfig) -> dict:
     """The run's status in the local store ({"state": "absent"} when it has none)."""
     return _status(runs_dir() / config.run_id)
 
 
-def load_record(path: Path) -> RunRecord:
+def load_record(path: Path) -> RunRecord | RetrainRecord:
+    raw = read_json(path / "config.json")
+    try:
+        config = config_from_dict(raw)
+    except (TypeError, ConfigError) as exc:     # written by a config type with other fields
+        kind = "RetrainConfig" if raw.get("kind") == "retrain" else "RunConfig"
+        raise RecordError(f"{path / 'config.json'} does not fit this version's {kind} "
+                          f"({exc}); {_fix(path)}") from None
+    if is_retraining(config):
+        return RetrainRecord(config, path, read_json(path / "metrics.json"),
+                             read_json(path / "eval.json"), read_json(path / "facts.json"),
+                             read_json(path / "genotype.json"))
     metrics, alphas = read_json(path / "metrics.json"), read_json(path / "alphas.json")
     history = [{**m, **a} for m, a in zip(metrics, alphas)]
-    try:
-        config = RunConfig.from_dict(read_json(path / "config.json"))
-    except (TypeError, ConfigError) as exc:     # written by a RunConfig with other fields
-        raise RecordError(f"{path / 'config.json'} does not fit this version's RunConfig "
-                          f"({exc}); {_fix(path)}") from None
     return RunRecord(config, path, history, read_json(path / "eval.json"),
                      read_json(path / "facts.json"))
 
 
-def find_record(config: RunConfig, use_archive: bool = True) -> RunRecord | None:
+def find_record(config: AnyConfig, use_archive: bool = True) -> RunRecord | RetrainRecord | None:
     """The complete record of `config` from the local store, else from the archive, or None."""
     local = runs_dir() / config.run_id
     if _status(local).get("state") == "complete":
@@ -225,7 +274,7 @@ def setting_text(value) -> str:
     return str(value)
 
 
-def read_run(config: RunConfig, profile: str | None = None, seeds=None,
+def read_run(config: AnyConfig, profile: str | None = None, seeds=None,
              overrides: dict | None = None) -> RunRecord:
     """The record of `config` from the store or the archive; never trains.
 
@@ -306,7 +355,7 @@ def _data(dataset, ratio, val_fraction, seed, device, test_per_class):
     return load_long_tailed(dataset, ratio, val_fraction, seed, device, subset=test_per_class)
 
 
-def get_run(config: RunConfig, device: str | None = None, speed: Speed | None = None,
+def get_run(config: AnyConfig, device: str | None = None, speed: Speed | None = None,
             force: bool = False, progress: bool = True, on_epoch=None, wait: bool = True,
             use_archive: bool = True) -> RunRecord:
     """The record of `config`: read from the store or the archive when complete, else trained
@@ -323,8 +372,14 @@ def get_run(config: RunConfig, device: str | None = None, speed: Speed | None = 
     dev = resolve_device(device)
     speed = speed or Speed.default_for(dev)
     # The parent first, under its own lock: a continued run starts from the parent's final
-    # state (net, optimiser moments, data streams: Search reads what continue_state asks for)
-    parent_state = _parent_state(config, dev, speed, progress) if config.parent else None
+    # state (net, optimiser moments, data streams: Search reads what continue_state asks for);
+    # a retraining run needs only the parent's genotype, which its record holds (archived or not)
+    if config.parent is None:
+        parent = None
+    elif is_retraining(config):
+        parent = get_run(config.parent, str(dev), speed, progress=progress).genotype
+    else:
+        parent = _parent_state(config, dev, speed, progress)
 
     folder = runs_dir() / config.run_id
     with run_lock(folder, wait):
@@ -334,7 +389,7 @@ def get_run(config: RunConfig, device: str | None = None, speed: Speed | None = 
             found = find_record(config, use_archive)
             if found is not None:
                 return found
-        return _train(config, folder, dev, speed, parent_state, progress, on_epoch)
+        return _train(config, folder, dev, speed, parent, progress, on_epoch)
 
 
 def _parent_state(config: RunConfig, dev: torch.device, speed: Speed, progress: bool) -> dict:
@@ -356,68 +411,77 @@ def _clear(folder: Path) -> None:
         shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
-def _train(config: RunConfig, folder: Path, dev: torch.device, speed: Speed,
-           parent_state: dict | None, progress: bool, on_epoch) -> RunRecord:
+def _train(config: AnyConfig, folder: Path, dev: torch.device, speed: Speed, parent,
+           progress: bool, on_epoch) -> RunRecord | RetrainRecord:
+    """Train (or resume) one run in `folder`. `parent`: a continued search's parent state, a
+    retraining run's parent genotype, or None. The search and the retraining loop share this
+    driver: each trainer has history, run_epoch, evaluate, state_dict and load_state_dict."""
     data = _data(config.dataset, config.ratio, config.val_fraction,
                  getattr(config, "data_seed", config.seed), str(dev), config.test_per_class)
-    search = Search(config, data, dev, speed, parent_state)
+    retraining = is_retraining(config)
+    trainer = (Retraining(config, data, dev, parent) if retraining
+               else Search(config, data, dev, speed, parent))
 
     checkpoint = folder / "checkpoint.pt"
     wall = 0.0
     if checkpoint.exists():
         state = torch.load(checkpoint, map_location=dev, weights_only=False)
-        search.load_state_dict(state["search"])
+        trainer.load_state_dict(state["search"])
         wall = state["wall_seconds"]
     write_json(folder / "config.json", config.to_dict())
-    write_json(folder / "status.json", {"state": "running", "epoch": len(search.history)})
+    write_json(folder / "status.json", {"state": "running", "epoch": len(trainer.history)})
 
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    bar = _progress_bar(config, search, progress)
+    bar = _progress_bar(config, trainer, progress)
     try:
-        for epoch in range(len(search.history), config.epochs):
+        for epoch in range(len(trainer.history), config.epochs):
             start = time.perf_counter()
             try:
-                search.run_epoch(epoch, bar)
+                trainer.run_epoch(epoch, bar)
             except TrainingDiverged as exc:
                 write_json(folder / "status.json", {"state": "failed", "epoch": exc.epoch,
                                                     "reason": str(exc)})
-                raise RunFailed(f"run {config.run_id} failed: {exc}; lower lr or arch_lr "
+                what = "lr" if retraining else "lr or arch_lr"
+                raise RunFailed(f"run {config.run_id} failed: {exc}; lower {what} "
                                 "and retry with force=True (--force)") from None
             wall += time.perf_counter() - start
-            save_torch(checkpoint, {"search": search.state_dict(), "wall_seconds": wall})
-            _write_history(folder, search.history)
+            # the key is "search" for both kinds: a checkpoint's layout is one
+            save_torch(checkpoint, {"search": trainer.state_dict(), "wall_seconds": wall})
+            _write_history(folder, trainer.history, alphas=not retraining)
             write_json(folder / "status.json", {"state": "running", "epoch": epoch + 1})
             if on_epoch is not None:
-                on_epoch(search.history[-1])
+                on_epoch(trainer.history[-1])
     finally:
         if bar is not None:
             bar.close()
 
     start = time.perf_counter()
-    evaluation = search.evaluate()
+    evaluation = trainer.evaluate()
     wall += time.perf_counter() - start
-    _write_history(folder, search.history)
+    _write_history(folder, trainer.history, alphas=not retraining)
     write_json(folder / "eval.json", evaluation)
-    write_json(folder / "genotype.json", search.history[-1]["genotype"])
-    write_json(folder / "facts.json", _facts(dev, speed, wall))
+    write_json(folder / "genotype.json",
+               trainer.genotype if retraining else trainer.history[-1]["genotype"])
+    write_json(folder / "facts.json", _facts(dev, speed, wall, config))
     write_json(folder / "status.json", {"state": "complete", "epoch": config.epochs})
     return load_record(folder)
 
 
-def _write_history(folder: Path, history: list[dict]) -> None:
+def _write_history(folder: Path, history: list[dict], alphas: bool = True) -> None:
     # every key of the epoch record: a metric added to the epoch loop is saved without a list
     write_json(folder / "metrics.json", [{k: v for k, v in h.items() if k not in ALPHA_KEYS}
                                          for h in history])
-    write_json(folder / "alphas.json", [{k: h[k] for k in ALPHA_KEYS} for h in history])
+    if alphas:
+        write_json(folder / "alphas.json", [{k: h[k] for k in ALPHA_KEYS} for h in history])
 
 
-def _progress_bar(config: RunConfig, search: Search, enabled: bool):
+def _progress_bar(config: AnyConfig, trainer, enabled: bool):
     if not enabled or os.environ.get("HLS_PROGRESS") == "0":
         return None
     from tqdm import tqdm   # plain text: tqdm.auto wants ipywidgets inside notebooks
-    total = config.epochs * search.steps_per_epoch
-    done = len(search.history) * search.steps_per_epoch
+    total = config.epochs * trainer.steps_per_epoch
+    done = len(trainer.history) * trainer.steps_per_epoch
     # Outside a terminal (papermill, CI logs) every refresh is a new line: refresh rarely.
     interval = 0.5 if _is_tty() else 30.0
     return tqdm(total=total, initial=done, desc=config.run_id, mininterval=interval,
@@ -444,32 +508,49 @@ def git_commit() -> str | None:
     return (head + ("+dirty" if dirty else "")) if head else None
 
 
-def current_fingerprint() -> str:
-    """sha256 (12 hex digits) of the sources that decide the numbers, in NUMBER_SOURCES order."""
+def current_fingerprint(kind: str = "search") -> str:
+    """sha256 (12 hex digits) of the sources that decide the numbers of a run of `kind`
+    ("search": NUMBER_SOURCES, "retrain": RETRAIN_NUMBER_SOURCES), in that order."""
     digest = hashlib.sha256()
-    for name in NUMBER_SOURCES:
+    for name in RETRAIN_NUMBER_SOURCES if kind == "retrain" else NUMBER_SOURCES:
         digest.update((Path(__file__).parent / f"{name}.py").read_bytes())
     return digest.hexdigest()[:12]
 
 
-def reproducible_here(record: RunRecord | dict) -> bool:
-    """Would this code make the record again: the same code fingerprint and hls version?"""
+def record_kind(record) -> str:
+    """"retrain" or "search", from a record's config or, for a facts dict, its "kind"."""
+    config = getattr(record, "config", None)
+    if config is not None:
+        return "retrain" if is_retraining(config) else "search"
+    return getattr(record, "facts", record).get("kind", "search")
+
+
+def reproducible_here(record: RunRecord | RetrainRecord | dict) -> bool:
+    """Would this code make the record again: the same code fingerprint and version (hls's,
+    and for a retraining run RETRAIN_VERSION too)?"""
     facts = getattr(record, "facts", record)     # a record, or its facts dict
-    return facts.get("code_fingerprint") == current_fingerprint() and facts.get("hls") == VERSION
+    kind = record_kind(record)
+    same = (facts.get("code_fingerprint") == current_fingerprint(kind)
+            and facts.get("hls") == VERSION)
+    return same and (kind == "search" or facts.get("retrain_version") == RETRAIN_VERSION)
 
 
-def _facts(device: torch.device, speed: Speed, wall: float) -> dict:
+def _facts(device: torch.device, speed: Speed, wall: float, config=None) -> dict:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         peak = torch.cuda.max_memory_allocated(device)
     else:
         name = f"{platform.machine()} CPU ({torch.get_num_threads()} torch threads)"
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # process peak RSS
-    return {"device": str(device), "device_name": name, "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "hls": VERSION,
-            "git_commit": git_commit(), "code_fingerprint": current_fingerprint(),
-            "wall_seconds": wall, "peak_memory_bytes": peak, "speed": speed.__dict__,
-            "host": platform.node(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+    kind = "retrain" if is_retraining(config) else "search"
+    facts = {"device": str(device), "device_name": name, "torch": torch.__version__,
+             "torch_threads": torch.get_num_threads(), "hls": VERSION,
+             "git_commit": git_commit(), "code_fingerprint": current_fingerprint(kind),
+             "wall_seconds": wall, "peak_memory_bytes": peak, "speed": speed.__dict__,
+             "host": platform.node(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+    if kind == "retrain":
+        facts.update(kind="retrain", retrain_version=RETRAIN_VERSION)
+    return facts
 
 
 # ---- listing and the notebooks' entry point

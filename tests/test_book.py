@@ -28,6 +28,7 @@ FIGURES = {
     "03_main_results": 3,        # Table II as bars, per-class accuracy, accuracy vs search length
     "04_ablations": 4,           # Fig. 6, Fig. 7, alpha drift, tau sensitivity
     "05_continued_training": 2,  # Fig. 8, each head during continued training
+    "06_retraining": 2,          # search-phase against retrained accuracy, the cells trained
     "07_claims": 0,              # the claims table only
 }
 # ... and, besides the provenance table, a table whose header names each of these columns.
@@ -40,6 +41,8 @@ TABLES = {
                         "search"],
     "04_ablations": ["mu_test = 1 (%)", "mu_test = 0 (%)", "tau", "HLS factor at mu = 0.5"],
     "05_continued_training": ["paper protocol (%)", "paper (%)", "mu_test = 1 (%)", "mu_test = 0 (%)"],
+    "06_retraining": ["retrained test acc (%)", "search-phase acc (%)", "params (M)", "MACs (M)",
+                      "head (%)", "tail (%)", "literature (%)", "Spearman, methods", "Spearman, runs"],
     "07_claims": ["claim", "smoke"],
 }
 SMOKE_WARNING = "smoke profile: these numbers mean nothing, they only show that the code runs"
