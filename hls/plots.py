@@ -925,8 +925,8 @@ def retrain_scatter(records: Mapping[str, list], parents: Mapping[str, list],
     means as lines."""
     from .retrain import LOSSES
     from .retrain_summary import search_accuracy, source_label
-    fig = _figure(11, 4.2)
-    axes = fig.subplots(1, len(LOSSES), sharey=True)
+    fig = _figure(WIDTH, 4.0 * len(LOSSES))
+    axes = fig.subplots(len(LOSSES), 1, sharex=True)
     for ax, (loss, name) in zip(np.atleast_1d(axes), LOSSES.items()):
         keys = [k for k, v in records.items() if flatten(v)[0].config.loss == loss]
         k_style = 0
@@ -945,12 +945,12 @@ def retrain_scatter(records: Mapping[str, list], parents: Mapping[str, list],
                            label=f"{source_label(config.source, config.resnet_depth)} (mean)")
         ax.set(xlabel="search-phase test accuracy (%, paper protocol)", title=name)
         ax.grid(alpha=0.3)
-    np.atleast_1d(axes)[0].set_ylabel("retrained test accuracy (%)")
+    for ax in np.atleast_1d(axes):
+        ax.set_ylabel("retrained test accuracy (%)")
     panels = list(np.atleast_1d(axes))
     fullest = max(panels, key=lambda a: len(a.get_legend_handles_labels()[0]))
     if fullest.get_legend_handles_labels()[0]:
-        panels[-1].legend(*fullest.get_legend_handles_labels(), fontsize=7, loc="upper left",
-                          bbox_to_anchor=(1.0, 1.0))
+        fig.legend(*fullest.get_legend_handles_labels(), loc="outside lower center", ncols=2)
     _title(fig, "Does the supernet's ranking survive retraining? (one point per search run)",
            flatten(list(records.values())), profile)
     return fig
@@ -971,13 +971,12 @@ def retrained_cells_figure(records: Mapping[str, list], profile: str | None = No
             if r.config.architecture == "random" or r.config.seed == seed:
                 seen.add(key)
                 shown.append((f"{source_label(r.config.source)} (seed {r.config.seed})", r.genotype))
-    rows = math.ceil(len(shown) / 2)
-    fig = _figure(14, 1.9 * max(rows, 1))
-    axes = np.atleast_2d(fig.subplots(max(rows, 1), 4, squeeze=False))
-    for i, (name, genotype) in enumerate(shown):
-        row, col = divmod(i, 2)
-        draw_cell(genotype["backbone_normal"], ax=axes[row, 2 * col], title=f"{name}: normal")
-        draw_cell(genotype["backbone_reduce"], ax=axes[row, 2 * col + 1], title=f"{name}: reduction")
+    rows = max(len(shown), 1)
+    fig = _figure(WIDTH, 1.9 * rows)
+    axes = np.atleast_2d(fig.subplots(rows, 2, squeeze=False))
+    for row, (name, genotype) in enumerate(shown):
+        draw_cell(genotype["backbone_normal"], ax=axes[row, 0], title=f"{name}: normal")
+        draw_cell(genotype["backbone_reduce"], ax=axes[row, 1], title=f"{name}: reduction")
     for ax in axes.ravel()[2 * len(shown):]:
         ax.axis("off")
     _title(fig, "The cells trained from scratch", flatten(list(records.values())), profile)
