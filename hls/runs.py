@@ -229,6 +229,7 @@ def status(config: AnyConfig) -> dict:
 
 
 def load_record(path: Path) -> RunRecord | RetrainRecord:
+    metrics = read_json(path / "metrics.json")      # every kind has it: its absence is named first
     raw = read_json(path / "config.json")
     try:
         config = config_from_dict(raw)
@@ -237,10 +238,9 @@ def load_record(path: Path) -> RunRecord | RetrainRecord:
         raise RecordError(f"{path / 'config.json'} does not fit this version's {kind} "
                           f"({exc}); {_fix(path)}") from None
     if is_retraining(config):
-        return RetrainRecord(config, path, read_json(path / "metrics.json"),
-                             read_json(path / "eval.json"), read_json(path / "facts.json"),
+        return RetrainRecord(config, path, metrics, read_json(path / "eval.json"), read_json(path / "facts.json"),
                              read_json(path / "genotype.json"))
-    metrics, alphas = read_json(path / "metrics.json"), read_json(path / "alphas.json")
+    alphas = read_json(path / "alphas.json")
     history = [{**m, **a} for m, a in zip(metrics, alphas)]
     return RunRecord(config, path, history, read_json(path / "eval.json"),
                      read_json(path / "facts.json"))
