@@ -153,7 +153,8 @@ def _words(comparison: claims.Comparison) -> str:
 
 
 def conclusions(records: Mapping[str, list], parents: Mapping[str, list]) -> dict:
-    """Every value the closing text glues, by name with the loss's tag as suffix (_ce, _la):
+    """Every value the closing text glues (plain Python numbers and strings, which glue can
+    format), by name with the loss's tag as suffix (_ce, _la):
 
     best_<tag> / best_acc_<tag>: the searched genotype with the best retrained mean;
     search_best_<tag>: the method the search phase ranks first; same_best_<tag>: "the same"
@@ -189,7 +190,7 @@ def conclusions(records: Mapping[str, list], parents: Mapping[str, list]) -> dic
         if "hls" in by_source and "darts" in by_source:
             c = claims.compare(_accs(records, by_source["hls"]),
                                _accs(records, by_source["darts"]))
-            out[f"hls_{tag}"], out[f"darts_{tag}"] = c.mean_a, c.mean_b
+            out[f"hls_{tag}"], out[f"darts_{tag}"] = float(c.mean_a), float(c.mean_b)
             out[f"hls_vs_darts_{tag}"] = _words(c)
         for baseline in E.RETRAIN_BASELINES:
             if baseline in by_source:
@@ -207,7 +208,7 @@ def conclusions(records: Mapping[str, list], parents: Mapping[str, list]) -> dic
         common = sorted(pairs_ce.keys() & pairs_la.keys())
         c = claims.compare([100 * pairs_la[p].eval["acc"] for p in common],
                            [100 * pairs_ce[p].eval["acc"] for p in common], paired=True)
-        out["la_gain"] = c.diff
+        out["la_gain"] = float(c.diff)
         out["la_gain_verdict"] = {claims.HOLDS: "helps", claims.FAILS: "hurts"}.get(
             c.verdict(), "makes no resolved difference")
         out["la_gain_tail"] = float(np.mean([100 * (pairs_la[p].eval["groups"]["tail"] -

@@ -252,11 +252,14 @@ def smoke(source="darts", loss="ce", **retrain):
                                       {f"retrain.{k}": v for k, v in retrain.items()})
 
 
+@pytest.mark.slow
 def test_a_genotype_from_every_methods_run_builds_and_trains():
     """Every method's search run at smoke size gives cells that DARTS' network trains; so do a
-    random cell and ResNet."""
+    random cell and ResNet. (Slow: twelve smoke searches, each evaluated on its whole
+    validation split.)"""
     for source in (*experiments.METHODS, *experiments.RETRAIN_BASELINES):
-        config = smoke(source, epochs=1)
+        config = experiments.retrain_config(source, "smoke", 0, "ce",
+                                            {"epochs": 1, "retrain.epochs": 1})
         record = runs.get_run(config, "cpu")
         assert math.isfinite(record.history[-1]["train_loss"]) and 0 <= record.eval["acc"] <= 1
         assert set(record.eval["groups"]) >= {"head", "middle", "tail"}

@@ -98,6 +98,7 @@ def test_a_surviving_ranking_and_a_loss_that_helps():
     assert v["la_gain"] == pytest.approx(3.0) and v["la_gain_verdict"] == "helps"
     assert v["la_gain_tail"] == pytest.approx(3.0)
     assert "random_ce" not in v and "resnet_la" not in v        # no baselines given
+    assert all(type(x) in (str, int, float) for x in v.values())   # what glue formats
 
 
 def test_one_seed_resolves_nothing():
