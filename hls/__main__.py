@@ -60,34 +60,29 @@ def cmd_list(args) -> None:
 
 
 def cmd_table(args) -> None:
-    """Mean +- std over seeds of finished runs (the mean alone for one seed); trains nothing."""
-    import statistics
-    from . import experiments, runs
+    """The book's Table II (hls.plots.accuracy_table) over the finished runs; trains nothing."""
+    import pandas as pd
+    from . import experiments, plots, runs
     profile = experiments.check_profile(args.profile)
-    methods = args.methods or experiments.TABLE_II_METHODS
-    print(f"profile {profile}; test accuracy in %; paper = the paper's Table II")
-    print(f"{'method':<22} {'paper protocol':>16} {'mu chosen on val':>18} {'paper':>7}  seeds")
+    methods = args.methods or experiments.PROFILES[profile].get("table_methods",
+                                                             experiments.TABLE_II_METHODS)
+    done, not_run = {}, []
     for method in methods:
         experiments.check_method(method)
-        done = []
-        for seed in experiments.seeds_of(profile, args.seeds):
-            cfg = experiments.config(method, profile, seed, parse_settings(args.set))
-            record = runs.find_record(cfg)      # the store, then the archive
-            if record is not None:
-                done.append(record)
-        paper = experiments.PAPER_TABLE_II.get(method)
-        paper_txt = f"{paper:7.2f}" if paper is not None else f"{'-':>7}"
-        if not done:
-            print(f"{experiments.LABELS[method]:<22} {'not run':>16} {'':>18} {paper_txt}  0")
-            continue
-
-        def fmt(key):   # one seed has no spread to show
-            vals = [100 * r.eval[key]["acc"] for r in done]
-            if len(vals) == 1:
-                return f"{vals[0]:.2f}"
-            return f"{statistics.mean(vals):.2f} +- {statistics.stdev(vals):.2f}"
-        print(f"{experiments.LABELS[method]:<22} {fmt('paper_protocol'):>16} "
-              f"{fmt('val_chosen'):>18} {paper_txt}  {len(done)}")
+        configs = [experiments.config(method, profile, seed, parse_settings(args.set))
+                   for seed in experiments.seeds_of(profile, args.seeds)]
+        records = [r for r in map(runs.find_record, configs) if r is not None]  # store, then archive
+        if records:
+            done[method] = records
+        else:
+            not_run.append(experiments.LABELS[method])
+    print(f"profile {profile}; test accuracy in %, mean ± std over seeds; paper = the paper's Table II")
+    table = plots.accuracy_table(done).astype(object) if done else pd.DataFrame(
+        columns=["seeds", "paper protocol (%)"])
+    for name in not_run:
+        table.loc[name] = ["0", "not run"] + ["–"] * (len(table.columns) - 2)
+    with pd.option_context("display.width", 200, "display.max_columns", None):
+        print(table.to_string())
 
 
 def cmd_plan(args) -> None:
