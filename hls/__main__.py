@@ -147,9 +147,9 @@ def cmd_data(args) -> None:
 
 
 def cmd_bench(args) -> None:
-    from . import bench
+    from . import agreement, bench
     if args.check:
-        bench.check(args)
+        agreement.check(args)
     elif args.trace:
         bench.trace(args)
     elif args.levers:
@@ -270,7 +270,6 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--orders", type=int, nargs="+", default=[1, 2])
     sp.add_argument("--check", action="store_true",
                     help="instead: does the fast path compute the same step as the exact one?")
-    sp.add_argument("--compile", action="store_true", help="with --check: torch.compile too")
     sp.add_argument("--data", choices=["synthetic", "real"], default="synthetic",
                     help="with --check: random images, or CIFAR-10-LT (decoded once)")
     sp.add_argument("--levers", action="store_true",

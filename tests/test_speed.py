@@ -9,7 +9,9 @@ import sys
 import pytest
 import torch
 
-from hls.bench import step_agreement, synthetic_data, time_steps, trajectory_agreement
+from hls.agreement import step_agreement, trajectory_agreement
+from hls.bench import time_steps
+from hls.synthetic import synthetic_data
 from hls.config import RunConfig
 from hls.supernet import NetConfig, SuperNet
 from hls.train import GraphedStep, Search, Speed
