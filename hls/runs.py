@@ -371,16 +371,7 @@ def get_run(config: AnyConfig, device: str | None = None, speed: Speed | None = 
             return found
     dev = resolve_device(device)
     speed = speed or Speed.default_for(dev)
-    # The parent first, under its own lock: a continued run starts from the parent's final
-    # state (net, optimiser moments, data streams: Search reads what continue_state asks for);
-    # a retraining run needs only the parent's genotype, which its record holds (archived or not)
-    if config.parent is None:
-        parent = None
-    elif is_retraining(config):
-        parent = get_run(config.parent, str(dev), speed, progress=progress).genotype
-    else:
-        parent = _parent_state(config, dev, speed, progress)
-
+    parent = _parent_input(config, dev, speed, progress)
     folder = runs_dir() / config.run_id
     with run_lock(folder, wait):
         if force:
@@ -390,6 +381,18 @@ def get_run(config: AnyConfig, device: str | None = None, speed: Speed | None = 
             if found is not None:
                 return found
         return _train(config, folder, dev, speed, parent, progress, on_epoch)
+
+
+def _parent_input(config: AnyConfig, dev: torch.device, speed: Speed, progress: bool):
+    """What a run takes from its parent, made first under the parent's own lock: a continued
+    search starts from the parent's final state (net, optimiser moments, data streams: Search
+    reads what continue_state asks for); a retraining run needs only the parent's genotype,
+    which its record holds (archived or not). None for a run without a parent."""
+    if config.parent is None:
+        return None
+    if is_retraining(config):
+        return get_run(config.parent, str(dev), speed, progress=progress).genotype
+    return _parent_state(config, dev, speed, progress)
 
 
 def _parent_state(config: RunConfig, dev: torch.device, speed: Speed, progress: bool) -> dict:
@@ -413,26 +416,42 @@ def _clear(folder: Path) -> None:
 
 def _train(config: AnyConfig, folder: Path, dev: torch.device, speed: Speed, parent,
            progress: bool, on_epoch) -> RunRecord | RetrainRecord:
-    """Train (or resume) one run in `folder`. `parent`: a continued search's parent state, a
-    retraining run's parent genotype, or None. The search and the retraining loop share this
-    driver: each trainer has history, run_epoch, evaluate, state_dict and load_state_dict."""
-    data = _data(config.dataset, config.ratio, config.val_fraction,
-                 getattr(config, "data_seed", config.seed), str(dev), config.test_per_class)
-    retraining = is_retraining(config)
-    trainer = (Retraining(config, data, dev, parent) if retraining
-               else Search(config, data, dev, speed, parent))
-
-    checkpoint = folder / "checkpoint.pt"
-    wall = 0.0
-    if checkpoint.exists():
-        state = torch.load(checkpoint, map_location=dev, weights_only=False)
-        trainer.load_state_dict(state["search"])
-        wall = state["wall_seconds"]
+    """Train (or resume) one run in `folder`. `parent`: see _parent_input. The search and the
+    retraining loop share this driver: each trainer has history, run_epoch, evaluate,
+    state_dict and load_state_dict."""
+    trainer = _trainer(config, dev, speed, parent)
+    wall = _resume(trainer, folder, dev)
     write_json(folder / "config.json", config.to_dict())
     write_json(folder / "status.json", {"state": "running", "epoch": len(trainer.history)})
-
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
+    wall = _train_epochs(config, trainer, folder, wall, progress, on_epoch)
+    return _finish(config, trainer, folder, dev, speed, wall)
+
+
+def _trainer(config: AnyConfig, dev: torch.device, speed: Speed, parent):
+    """A Search or a Retraining of `config` on its (cached) data set."""
+    data = _data(config.dataset, config.ratio, config.val_fraction,
+                 getattr(config, "data_seed", config.seed), str(dev), config.test_per_class)
+    if is_retraining(config):
+        return Retraining(config, data, dev, parent)
+    return Search(config, data, dev, speed, parent)
+
+
+def _resume(trainer, folder: Path, dev: torch.device) -> float:
+    """Load the run's last epoch checkpoint into `trainer`, if any; the wall seconds so far."""
+    checkpoint = folder / "checkpoint.pt"
+    if not checkpoint.exists():
+        return 0.0
+    state = torch.load(checkpoint, map_location=dev, weights_only=False)
+    trainer.load_state_dict(state["search"])
+    return state["wall_seconds"]
+
+
+def _train_epochs(config: AnyConfig, trainer, folder: Path, wall: float, progress: bool,
+                  on_epoch) -> float:
+    """The remaining epochs, each followed by its checkpoint and history; the wall seconds."""
+    retraining = is_retraining(config)
     bar = _progress_bar(config, trainer, progress)
     try:
         for epoch in range(len(trainer.history), config.epochs):
@@ -447,7 +466,8 @@ def _train(config: AnyConfig, folder: Path, dev: torch.device, speed: Speed, par
                                 "and retry with force=True (--force)") from None
             wall += time.perf_counter() - start
             # the key is "search" for both kinds: a checkpoint's layout is one
-            save_torch(checkpoint, {"search": trainer.state_dict(), "wall_seconds": wall})
+            save_torch(folder / "checkpoint.pt",
+                       {"search": trainer.state_dict(), "wall_seconds": wall})
             _write_history(folder, trainer.history, alphas=not retraining)
             write_json(folder / "status.json", {"state": "running", "epoch": epoch + 1})
             if on_epoch is not None:
@@ -455,7 +475,13 @@ def _train(config: AnyConfig, folder: Path, dev: torch.device, speed: Speed, par
     finally:
         if bar is not None:
             bar.close()
+    return wall
 
+
+def _finish(config: AnyConfig, trainer, folder: Path, dev: torch.device, speed: Speed,
+            wall: float) -> RunRecord | RetrainRecord:
+    """Evaluate the trained run and write its record; status.json says complete last."""
+    retraining = is_retraining(config)
     start = time.perf_counter()
     evaluation = trainer.evaluate()
     wall += time.perf_counter() - start
