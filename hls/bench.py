@@ -6,7 +6,7 @@ here too. Whether the fast path computes the same step is hls.agreement's (`benc
 A step is what the search loop does per iteration: one architecture step on validation batches
 (first- or second-order) and one weight step on training batches. Images/s counts every image
 that goes forward and backward in it: the training and the validation batches of each sampler.
-On the CPU the paper-size step is the plain DARTS step at batch 64 (the issue's CPU target); on
+On the CPU the paper-size step is the plain DARTS step at batch 64 (what a CPU user would search); on
 CUDA it is the BBN step at batch 128 per sampler, both branches (the paper's setting).
 
 "textbook" computes every op (the `none` term as x * 0), in float32 and the contiguous NCHW

@@ -79,19 +79,8 @@ PROFILES: dict[str, dict] = {
         seeds=[0, 1], continue_epochs=1, taus=[1.0, 20.0],
         why="code paths only: tiny net, 3 steps an epoch, a 500-image test set"),
     # The default: the whole book in about an hour on two CPU cores, with numbers that mean
-    # something. Measured on the 2-core development machine (see README): the 5x5 ops and a
-    # fourth node cost most and bought least, first-order search is half the cost of second.
-    # DARTS at 3 epochs, one seed, validation accuracy (balanced test accuracy in brackets):
-    # lr 0.02 71.5% (31.4%), lr 0.05 73.5% (32.7%), lr 0.1 72.2% (32.7%), batch 32 72.7%
-    # (32.6%); C=8 for 5 epochs, same cost, 71.9% (30.3%). lr 0.05 is chosen on validation.
-    # Later, with the faster CPU step: 4 epochs 74.1% (32.7%, 259 s); C=8 on 32x32 maps (stem
-    # stride 1) 72.3% (30.8%, 311 s); C=24 75.0% (33.7%, 264 s, 1.4x every run's time).
-    # None lifts the tail classes, which stay near 0%.
-    # Three epochs underfit (train accuracy 70%, no higher than validation), so the random crop
-    # costs more than it protects. Seed 0, crop padding 4 / 2 / 0 (flips only): 71.2% / 72.0% /
-    # 73.5% (32.3% / 33.0% / 35.6%) at the same cost; 0 is chosen on validation. Batch 128 runs
-    # 1.25x more images a second but buys nothing at equal time: lr 0.1, flips only, 4 epochs
-    # 74.2% (35.3%) in 239 s against 202 s.
+    # something; each choice was measured on validation (docs/results-cpu.md, "How the cpu
+    # profile was chosen").
     "cpu": dict(
         fields=dict(channels=16, layers=3, nodes=2, stem_stride=2, epochs=3, batch_size=64,
                     lr=0.05, order=1, val_curve_images=1000, augment_pad=0,
