@@ -17,7 +17,7 @@ import pytest
 import yaml
 from bs4 import BeautifulSoup
 
-from hls import book
+from hls import book, findings
 
 CHAPTERS = book.chapter_notebooks()
 PARAMETERS = {"profile", "seeds", "overrides"}
@@ -76,6 +76,8 @@ def test_chapter_shows_provenance_and_glued_conclusions(chapter):
     glued = set(re.findall(r"""glue\(f?["']([A-Za-z0-9_{}]+)["']""", "\n".join(code)))
     for name in re.findall(r"""page\.(?:figure|table)\(\s*["']([A-Za-z0-9_]+)["']""", "\n".join(code)):
         glued |= {name, name + "_source"}
+    for function in re.findall(r"findings\.([a-z_]+)\(", "\n".join(code)):   # what hls.findings returns
+        glued |= set(findings.KEYS[function])
     literal = {g for g in glued if "{" not in g}
     patterns = [re.compile("^" + re.sub(r"\{[^}]*\}", "[A-Za-z0-9_]+", g) + "$") for g in glued - literal]
     text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
