@@ -60,9 +60,9 @@ def cmd_list(args) -> None:
 
 
 def cmd_table(args) -> None:
-    """The book's Table II (hls.plots.accuracy_table) over the finished runs; trains nothing."""
+    """The book's Table II (hls.tables.accuracy_table) over the finished runs; trains nothing."""
     import pandas as pd
-    from . import experiments, plots, runs
+    from . import experiments, runs, tables
     profile = experiments.check_profile(args.profile)
     methods = args.methods or experiments.PROFILES[profile].get("table_methods",
                                                              experiments.TABLE_II_METHODS)
@@ -77,7 +77,7 @@ def cmd_table(args) -> None:
         else:
             not_run.append(experiments.LABELS[method])
     print(f"profile {profile}; test accuracy in %, mean ± std over seeds; paper = the paper's Table II")
-    table = plots.accuracy_table(done).astype(object) if done else pd.DataFrame(
+    table = tables.accuracy_table(done).astype(object) if done else pd.DataFrame(
         columns=["seeds", "paper protocol (%)"])
     for name in not_run:
         table.loc[name] = ["0", "not run"] + ["–"] * (len(table.columns) - 2)

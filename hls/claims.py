@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .plots import late_drift, mu_index
+from .summaries import late_drift, mu_index
 
 Z = 2.0
 HOLDS, FAILS, OPEN, ABSENT = "holds", "fails", "not resolved", "no runs"

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from . import claims, experiments as E, lengths, plots
+from . import claims, experiments, lengths, summaries, tables
 from .genotype import count_op
 
 # Theorem 1 predicts the instance head's gradient norm to follow mu and the class head's to
@@ -57,6 +57,9 @@ KEYS = {
     "continued_training": (
         "pp_{method}", "vc_{method}", "ins_{method}", "cls_{method}", "best_ct",
         "best_vs_hls", "forgot", "epochs"),
+    "claims_page": (
+        "v_{claim}", "n_holds", "n_fails", "n_open", "n_profiles", "profiles", "acc_hls",
+        "acc_darts", "n_seeds_table"),
 }
 
 
@@ -66,12 +69,12 @@ def motivation(runs: Mapping[str, list]) -> dict:
     acc_<m>, val_<m>: mean test accuracy of method m, paper protocol / mu_test chosen on
     validation; paper_<m>: the paper's Table I; order: "holds" if DARTS > re-sampling >
     DARTS+BBN (paper protocol), as in the paper, else "does not hold"; bbn_vs_darts: words for
-    DARTS+BBN minus DARTS (plots.compare); bbn_mu0 / bbn_mu1: DARTS+BBN at mu_test = 0 / 1;
+    DARTS+BBN minus DARTS (summaries.compare); bbn_mu0 / bbn_mu1: DARTS+BBN at mu_test = 0 / 1;
     bbn_best_mu: each seed's best mu_test; fig4: words for mu_test = 0 against 1; loss_rise:
     the largest epoch-to-epoch rise of DARTS+BBN's mean training loss (0 with one epoch),
     loss_shape: "rises at least once" if that is above 0, else "falls in every epoch";
     drift_bb / drift_cls / drift_ins: late alpha change of the backbone and of each head."""
-    s = plots.summary(runs, E.PAPER_TABLE_I)
+    s = summaries.summary(runs, experiments.PAPER_TABLE_I)
     out: dict = {}
     for m in runs:
         out[f"acc_{m}"] = float(s.loc[m, "paper_protocol"])
@@ -80,22 +83,22 @@ def motivation(runs: Mapping[str, list]) -> dict:
     pp = s["paper_protocol"]
     order = pp["darts"] > pp["darts_resample"] > pp["darts_bbn"]
     out["order"] = "holds" if order else "does not hold"
-    out["bbn_vs_darts"] = plots.compare(float(pp["darts_bbn"]), float(pp["darts"]))
+    out["bbn_vs_darts"] = summaries.compare(float(pp["darts_bbn"]), float(pp["darts"]))
 
     bbn = runs["darts_bbn"]
-    mu0, mu1 = plots.mu_accuracy(bbn, 0.0), plots.mu_accuracy(bbn, 1.0)
+    mu0, mu1 = summaries.mu_accuracy(bbn, 0.0), summaries.mu_accuracy(bbn, 1.0)
     out["bbn_mu0"] = float(mu0)
     out["bbn_mu1"] = float(mu1)
     out["bbn_best_mu"] = ", ".join(f"{r.eval['paper_protocol']['mu']:.1f}" for r in bbn)
-    out["fig4"] = plots.compare(float(mu0), float(mu1))
+    out["fig4"] = summaries.compare(float(mu0), float(mu1))
 
     loss = np.mean([[e["train_loss"] for e in r.history] for r in bbn], axis=0)
     rise = np.diff(loss)
     out["loss_rise"] = float(rise.max()) if len(rise) else 0.0
     out["loss_shape"] = "rises at least once" if len(rise) and rise.max() > 0 else "falls in every epoch"
-    out["drift_bb"] = plots.late_drift(bbn, "backbone")
-    out["drift_cls"] = plots.late_drift(bbn, "head_cls")
-    out["drift_ins"] = plots.late_drift(bbn, "head_ins")
+    out["drift_bb"] = summaries.late_drift(bbn, "backbone")
+    out["drift_cls"] = summaries.late_drift(bbn, "head_cls")
+    out["drift_ins"] = summaries.late_drift(bbn, "head_ins")
     return out
 
 
@@ -106,22 +109,22 @@ def method(runs: Mapping[str, list]) -> dict:
     last_factor / last_mu: the factor and mu of its last epoch; tau: its tau;
     corr_<c> / ratio_<c> (c: ins, cls, bb = instance head, class head, normal backbone cell):
     DARTS+BBN's correlation of the architecture gradient norm with mu, and its last / first
-    epoch ratio (plots.theorem1_table); theorem_verdict: "as Theorem 1 predicts" if corr_ins
+    epoch ratio (tables.theorem1_table); theorem_verdict: "as Theorem 1 predicts" if corr_ins
     is above THEOREM1_CORRELATION and corr_cls below minus it, else "not as Theorem 1
     predicts"; upd_corr_cls, upd_ratio_cls, upd_corr_bb: the same for the size of Adam's
     update; skips / edges: skip connections and edges in the HLS run's (seed 0) genotype."""
     hls_run = runs["hls"][0]
-    sched = plots.schedule_table(hls_run)
+    sched = tables.schedule_table(hls_run)
     out: dict = {
         "eq17_error": float((sched["HLS factor"] - sched["Eq. (17) factor"]).abs().max()),
         "last_factor": float(sched["HLS factor"].iloc[-1]),
         "last_mu": float(sched["mu"].iloc[-1]),
         "tau": float(hls_run.config.hls_tau),
     }
-    t = plots.theorem1_table({"DARTS+BBN": runs["darts_bbn"], "HLS": runs["hls"]}).reset_index()
+    t = tables.theorem1_table({"DARTS+BBN": runs["darts_bbn"], "HLS": runs["hls"]}).reset_index()
 
     def bbn(comp, column):
-        row = t[(t["run"] == "DARTS+BBN") & (t["component"] == plots.COMPONENT_TITLES[comp])]
+        row = t[(t["run"] == "DARTS+BBN") & (t["component"] == summaries.COMPONENT_TITLES[comp])]
         return float(row[column].iloc[0])
 
     for tag, comp in (("ins", "head_ins"), ("cls", "head_cls"), ("bb", "backbone_normal")):
@@ -152,26 +155,26 @@ def main_results(runs: Mapping[str, list], by_length: Mapping) -> dict:
     / two-head validation-chosen accuracy; mean_abs_diff: mean |ours - paper|; n_lengths: the
     search lengths with runs, and for the shortest (short_) and longest (long_): profile,
     epochs, seeds, rs_gap (re-sampling minus DARTS), hls_bbn_gap (HLS minus DARTS+BBN), best."""
-    s = plots.summary(runs, E.PAPER_TABLE_II)
+    s = summaries.summary(runs, experiments.PAPER_TABLE_II)
     out: dict = {}
     for m in runs:
         out[f"pp_{m}"] = float(s.loc[m, "paper_protocol"])
         out[f"vc_{m}"] = float(s.loc[m, "val_chosen"])
         out[f"tail_{m}"] = float(s.loc[m, "tail"])
-        if m in E.PAPER_TABLE_II:
-            out[f"paper_{m}"] = float(E.PAPER_TABLE_II[m])
+        if m in experiments.PAPER_TABLE_II:
+            out[f"paper_{m}"] = float(experiments.PAPER_TABLE_II[m])
             out[f"diff_{m}"] = float(s.loc[m, "difference"])
-    out["best_pp"] = plots.label(str(s["paper_protocol"].idxmax()))
-    out["best_vc"] = plots.label(str(s["val_chosen"].idxmax()))
-    out["n_seeds"] = len(plots.seeds(runs))
+    out["best_pp"] = summaries.label(str(s["paper_protocol"].idxmax()))
+    out["best_vc"] = summaries.label(str(s["val_chosen"].idxmax()))
+    out["n_seeds"] = len(summaries.seeds(runs))
     pp = s["paper_protocol"]
-    out["hls_vs_darts"] = plots.compare(float(pp["hls"]), float(pp["darts"]))
-    out["hls_vs_bbn"] = plots.compare(float(pp["hls"]), float(pp["darts_bbn"]))
+    out["hls_vs_darts"] = summaries.compare(float(pp["hls"]), float(pp["darts"]))
+    out["hls_vs_bbn"] = summaries.compare(float(pp["hls"]), float(pp["darts_bbn"]))
     bilateral = [m for m in runs if runs[m][0].eval.get("mu_grid")]
     out["protocol_gap"] = float((s.loc[bilateral, "paper_protocol"] - s.loc[bilateral, "val_chosen"]).mean())
     out["plain_gap"] = float((s.loc[bilateral, "val_chosen"] - s.loc[bilateral, "val_chosen_plain"]).mean())
     out["vp_hls"] = float(s.loc["hls", "val_chosen_plain"])
-    out["best_bilateral_vc"] = plots.label(str(s.loc[bilateral, "val_chosen"].idxmax()))
+    out["best_bilateral_vc"] = summaries.label(str(s.loc[bilateral, "val_chosen"].idxmax()))
     out["vc_best_single"] = max(float(s.loc[m, "val_chosen"]) for m in s.index if m not in bilateral)
     out["vc_best_bilateral"] = float(s.loc[bilateral, "val_chosen"].max())
     out["mean_abs_diff"] = float(s["difference"].abs().mean())
@@ -184,7 +187,7 @@ def main_results(runs: Mapping[str, list], by_length: Mapping) -> dict:
         out[f"{name}_seeds"] = f.seeds
         out[f"{name}_rs_gap"] = f.resample_minus_darts
         out[f"{name}_hls_bbn_gap"] = f.hls_minus_bbn
-        out[f"{name}_best"] = plots.label(f.best)
+        out[f"{name}_best"] = summaries.label(f.best)
     return out
 
 
@@ -194,19 +197,19 @@ def ablations(runs: Mapping[str, list], by_tau: Mapping[float, list]) -> dict:
     n_mu: the mu_test grid's size; n_better: the grid points where HLS's mean test accuracy
     is above DARTS+BBN's; mean_gain: HLS minus DARTS+BBN, mean over the grid; pp_<m>, vc_<m>:
     paper-protocol and validation-chosen accuracy of each method; drift_hls / drift_bbn: the
-    backbone's late alpha change (plots.late_drift); drift_verdict: "settles more" if HLS's is
+    backbone's late alpha change (summaries.late_drift); drift_verdict: "settles more" if HLS's is
     below DARTS+BBN's, else "does not settle more"; best_tau: the tau with the best mean
     paper-protocol accuracy, tau_spread: best minus worst over the taus; taus: the taus run."""
     hls_acc = 100 * np.mean([r.eval["test_acc"] for r in runs["hls"]], axis=0)
     bbn_acc = 100 * np.mean([r.eval["test_acc"] for r in runs["darts_bbn"]], axis=0)
     out: dict = {"n_mu": len(hls_acc), "n_better": int((hls_acc > bbn_acc).sum()),
                  "mean_gain": float((hls_acc - bbn_acc).mean())}
-    s = plots.summary(runs)
+    s = summaries.summary(runs)
     for m in runs:
         out[f"pp_{m}"] = float(s.loc[m, "paper_protocol"])
         out[f"vc_{m}"] = float(s.loc[m, "val_chosen"])
-    out["drift_hls"] = plots.late_drift(runs["hls"], "backbone")
-    out["drift_bbn"] = plots.late_drift(runs["darts_bbn"], "backbone")
+    out["drift_hls"] = summaries.late_drift(runs["hls"], "backbone")
+    out["drift_bbn"] = summaries.late_drift(runs["darts_bbn"], "backbone")
     out["drift_verdict"] = ("settles more" if out["drift_hls"] < out["drift_bbn"]
                             else "does not settle more")
     tau_pp = {tau: float(np.mean([r.eval["paper_protocol"]["acc"] for r in recs])) * 100
@@ -225,21 +228,43 @@ def continued_training(runs: Mapping[str, list]) -> dict:
     continuation (paper protocol); best_vs_hls: words for it against the HLS run; forgot: the
     labels of the continuations whose instance head is more than FORGETTING_POINTS below the
     HLS run's, or "none of them"; epochs: the epochs of continued training (ct_mu05's)."""
-    s = plots.summary(runs, E.PAPER_TABLE_II)
+    s = summaries.summary(runs, experiments.PAPER_TABLE_II)
     out: dict = {}
     for m in runs:
         out[f"pp_{m}"] = float(s.loc[m, "paper_protocol"])
         out[f"vc_{m}"] = float(s.loc[m, "val_chosen"])
-        out[f"ins_{m}"] = float(plots.mu_accuracy(runs[m], 1.0))
-        out[f"cls_{m}"] = float(plots.mu_accuracy(runs[m], 0.0))
+        out[f"ins_{m}"] = float(summaries.mu_accuracy(runs[m], 1.0))
+        out[f"cls_{m}"] = float(summaries.mu_accuracy(runs[m], 0.0))
     ct = [m for m in runs if m != "hls"]
     best = max(ct, key=lambda m: s.loc[m, "paper_protocol"])
-    out["best_ct"] = plots.label(best)
-    out["best_vs_hls"] = plots.compare(float(s.loc[best, "paper_protocol"]),
-                                       float(s.loc["hls", "paper_protocol"]))
-    ins_hls = plots.mu_accuracy(runs["hls"], 1.0)
-    forgot = [plots.label(m) for m in ct
-              if plots.mu_accuracy(runs[m], 1.0) < ins_hls - FORGETTING_POINTS]
+    out["best_ct"] = summaries.label(best)
+    out["best_vs_hls"] = summaries.compare(float(s.loc[best, "paper_protocol"]),
+                                           float(s.loc["hls", "paper_protocol"]))
+    ins_hls = summaries.mu_accuracy(runs["hls"], 1.0)
+    forgot = [summaries.label(m) for m in ct
+              if summaries.mu_accuracy(runs[m], 1.0) < ins_hls - FORGETTING_POINTS]
     out["forgot"] = ", ".join(forgot) if forgot else "none of them"
     out["epochs"] = int(runs["ct_mu05"][0].config.epochs)
+    return out
+
+
+def claims_page(verdicts: Mapping[str, list], profile: str, records: Mapping[str, list]) -> dict:
+    """Chapter 7, "Does the paper hold?": `verdicts` {profile: [claims.Verdict]} in the page's
+    column order, `records` the runs of `profile` (the page's own), by method.
+
+    v_<claim>: the verdict at `profile` of each claim in claims.CLAIMS; n_holds / n_fails /
+    n_open: how many hold, fail, are not resolved (a claim without runs counts in none);
+    n_profiles, profiles: the columns; acc_hls / acc_darts: mean paper-protocol test accuracy
+    (%) over the seeds at hand, NaN without runs; n_seeds_table: HLS's seeds."""
+    mine = {v.claim: v.verdict for v in verdicts[profile]}
+    out: dict = {f"v_{name}": mine[name] for name in claims.CLAIMS}
+    for key, verdict in (("n_holds", claims.HOLDS), ("n_fails", claims.FAILS),
+                         ("n_open", claims.OPEN)):
+        out[key] = sum(v == verdict for v in mine.values())
+    out["n_profiles"] = len(verdicts)
+    out["profiles"] = ", ".join(verdicts)
+    for method in ("hls", "darts"):
+        accuracies = claims.accuracy(records[method]) if records.get(method) else []
+        out[f"acc_{method}"] = float(np.mean(accuracies)) if accuracies else float("nan")
+    out["n_seeds_table"] = len(records.get("hls", []))
     return out

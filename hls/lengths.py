@@ -18,8 +18,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from . import experiments as E
-from . import plan, plots
+from . import experiments, plan, plots, summaries
 
 
 @dataclass
@@ -39,7 +38,7 @@ def length_records(profile: str, seeds=None, overrides: dict | None = None,
     """The core rows of Table II at every profile of `profile`'s family that has any of them.
 
     seeds and overrides apply to `profile` itself (the book's), not to its family's others."""
-    methods = list(methods) if methods is not None else list(E.CORE_METHODS)
+    methods = list(methods) if methods is not None else list(experiments.CORE_METHODS)
     out = {}
     for p in plan.family_profiles(profile):
         own = p == profile
@@ -48,7 +47,7 @@ def length_records(profile: str, seeds=None, overrides: dict | None = None,
         records = {m: found[m] for m in methods if m in found}
         if records:
             missing_core = sum(c.method in methods for c in missing)
-            out[p] = LengthRuns(p, E.PROFILES[p]["fields"]["epochs"], records, missing_core)
+            out[p] = LengthRuns(p, experiments.PROFILES[p]["fields"]["epochs"], records, missing_core)
     return out
 
 
@@ -56,11 +55,11 @@ def length_table(by_length: dict[str, LengthRuns]) -> pd.DataFrame:
     """Test accuracy (%) per method and search length, mean ± std over the seeds each has."""
     rows, index = [], []
     methods = list(dict.fromkeys(m for runs in by_length.values() for m in runs.records))
-    summaries = {p: plots.summary(runs.records) for p, runs in by_length.items()}
+    by_profile = {p: summaries.summary(runs.records) for p, runs in by_length.items()}
     for method in methods:
         for p, runs in by_length.items():
-            s = summaries[p]
-            index.append((plots.label(method), runs.title))
+            s = by_profile[p]
+            index.append((summaries.label(method), runs.title))
             if method not in s.index:
                 rows.append({"seeds": 0, **{k: "–" for k in (
                     "paper protocol (%)", "val-chosen mu (%)", "head (%)", "middle (%)", "tail (%)")}})
@@ -68,9 +67,9 @@ def length_table(by_length: dict[str, LengthRuns]) -> pd.DataFrame:
             row = s.loc[method]
             rows.append({
                 "seeds": int(row["seeds"]),
-                "paper protocol (%)": plots.fmt(row["paper_protocol"], row["paper_protocol_std"]),
-                "val-chosen mu (%)": plots.fmt(row["val_chosen"], row["val_chosen_std"]),
-                **{f"{g} (%)": plots.fmt(row[g], digits=1) for g in ("head", "middle", "tail")}})
+                "paper protocol (%)": summaries.fmt(row["paper_protocol"], row["paper_protocol_std"]),
+                "val-chosen mu (%)": summaries.fmt(row["val_chosen"], row["val_chosen_std"]),
+                **{f"{g} (%)": summaries.fmt(row[g], digits=1) for g in ("head", "middle", "tail")}})
     return pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(index, names=["method", "search"]))
 
 
@@ -91,7 +90,7 @@ def length_figure(by_length: dict[str, LengthRuns], profile: str | None = None) 
             x = [epochs for epochs, _ in points]
             mean = [np.mean(a) for _, a in points]
             std = [np.std(a, ddof=1) if len(a) > 1 else 0.0 for _, a in points]
-            ax.errorbar(x, mean, yerr=std, capsize=3, label=plots.label(method), **plots._style(k))
+            ax.errorbar(x, mean, yerr=std, capsize=3, label=summaries.label(method), **plots._style(k))
         ax.set_title(name)
         ax.set_ylabel("test accuracy (%)")
         ax.set_xticks(sorted({runs.epochs for runs in by_length.values()}))

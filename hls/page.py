@@ -1,7 +1,7 @@
 """Numbered, captioned figures and tables for the chapter pages.
 
 A chapter's code cell hands a figure or a table to `figure` / `table`, which glue it (myst-nb)
-under a name together with the sentence its caption ends with (`hls.plots.made_by`: profile,
+under a name together with the sentence its caption ends with (`hls.provenance.made_by`: profile,
 device, seeds, commit). A markdown cell then places it where the prose wants it, with a label,
 a caption and alt text, and the text refers to it by number ({numref}`fig-...`):
 
@@ -14,7 +14,7 @@ a caption and alt text, and the text refers to it by number ({numref}`fig-...`):
     Training images per class. {glue:text}`fig_counts_source`
     ```
 
-    page.table("tab_table1", plots.accuracy_table(runs), runs, where)
+    page.table("tab_table1", tables.accuracy_table(runs), runs, where)
 
     :::{table} Test accuracy (%) of the three methods. {glue:text}`tab_table1_source`
     :name: tab-table1
@@ -36,7 +36,7 @@ import numbers
 
 import pandas as pd
 
-from . import plots
+from . import plots, provenance, tables
 
 SOURCE = "_source"   # the caption's provenance sentence is glued as <name> + SOURCE
 
@@ -54,7 +54,7 @@ def figure(name: str, fig, records=None, profile: str | None = None, computed: s
         fig._suptitle.remove()
         fig._suptitle = None
     glue(name, fig, display=False)
-    glue(name + SOURCE, plots.made_by(records, profile, computed), display=False)
+    glue(name + SOURCE, provenance.made_by(records, profile, computed), display=False)
 
 
 def table(name: str, df: pd.DataFrame, records=None, profile: str | None = None,
@@ -65,7 +65,7 @@ def table(name: str, df: pd.DataFrame, records=None, profile: str | None = None,
 
     _check_name(name)
     glue(name, Markdown(markdown_table(df, digits)), display=False)
-    glue(name + SOURCE, plots.made_by(records, profile, computed), display=False)
+    glue(name + SOURCE, provenance.made_by(records, profile, computed), display=False)
 
 
 def markdown_table(df: pd.DataFrame, digits: int = 4) -> str:

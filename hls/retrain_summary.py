@@ -23,7 +23,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from . import claims, experiments as E
+from . import claims, experiments
 from .retrain import LOSS_TAGS, LOSSES
 
 GROUPS = ("head", "middle", "tail", "many", "medium", "few")
@@ -35,7 +35,7 @@ def source_label(source: str, depth: int | None = None) -> str:
         return "random cells"
     if source == "resnet":
         return f"ResNet-{depth}" if depth else "ResNet"
-    return E.LABELS.get(source, source)
+    return experiments.LABELS.get(source, source)
 
 
 def search_accuracy(record) -> float:
@@ -192,7 +192,7 @@ def conclusions(records: Mapping[str, list], parents: Mapping[str, list]) -> dic
                                _accs(records, by_source["darts"]))
             out[f"hls_{tag}"], out[f"darts_{tag}"] = float(c.mean_a), float(c.mean_b)
             out[f"hls_vs_darts_{tag}"] = _words(c)
-        for baseline in E.RETRAIN_BASELINES:
+        for baseline in experiments.RETRAIN_BASELINES:
             if baseline in by_source:
                 out[f"{baseline}_{tag}"] = float(np.mean(_accs(records, by_source[baseline])))
         if "random" in by_source:

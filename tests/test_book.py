@@ -67,7 +67,7 @@ def test_chapter_shows_provenance_and_glued_conclusions(chapter):
     """Provenance at the top, a closing 'What the reproduction shows' whose numbers are glued."""
     nb = nbformat.read(chapter, as_version=4)
     code = [c.source for c in nb.cells if c.cell_type == "code"]
-    assert any("plots.provenance(" in c for c in code[:3]), "no provenance table near the top"
+    assert any("provenance.provenance(" in c for c in code[:3]), "no provenance table near the top"
     closing = [c for c in nb.cells if c.cell_type == "markdown" and "What the reproduction shows" in c.source]
     assert len(closing) == 1 and closing[0] is nb.cells[-1], "the last cell must be 'What the reproduction shows'"
     assert "{glue:text}" in closing[0].source
@@ -297,7 +297,7 @@ def test_jupyter_book_build(smoke_build):
 def test_provenance_marks_a_record_the_current_code_would_not_reproduce():
     from types import SimpleNamespace
 
-    from hls import plots, runs
+    from hls import provenance, runs
     from hls.config import VERSION, RunConfig
 
     def record(fingerprint):
@@ -305,7 +305,7 @@ def test_provenance_marks_a_record_the_current_code_would_not_reproduce():
                  "device": "cpu", "wall_seconds": 1.0}
         return SimpleNamespace(config=RunConfig(), facts=facts, method="darts")
     here = runs.current_fingerprint()
-    table = plots.provenance_table([record(here)], "smoke")
+    table = provenance.provenance_table([record(here)], "smoke")
     assert table.loc["reproduced by this code", "value"].startswith("yes")
-    table = plots.provenance_table([record(here), record("0123456789ab")], "smoke")
+    table = provenance.provenance_table([record(here), record("0123456789ab")], "smoke")
     assert table.loc["reproduced by this code", "value"].startswith("NO for 1 of 2")

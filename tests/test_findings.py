@@ -268,3 +268,36 @@ def test_the_best_continuation_is_named_and_compared_with_its_parent():
     out = findings.continued_training(runs)
     assert out["best_ct"] == "continued, reverse sigmoid" and out["best_vs_hls"] == "10.0 points above"
     assert out["pp_ct_rs"] == pytest.approx(70.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapter 7
+
+
+def verdicts(*outcomes):
+    from hls import claims
+    return [claims.Verdict(name, outcome, "numbers") for name, outcome in zip(claims.CLAIMS, outcomes)]
+
+
+def test_the_claims_page_counts_each_verdict_and_names_the_columns():
+    from hls import claims
+    mine = verdicts(claims.HOLDS, claims.FAILS, claims.FAILS, claims.OPEN, claims.ABSENT,
+                    claims.HOLDS, claims.HOLDS)
+    other = verdicts(*[claims.ABSENT] * 7)
+    records = {"hls": [record(seed=0, acc=0.50), record(seed=1, acc=0.52)],
+               "darts": [record(seed=0, acc=0.40)]}
+    out = findings.claims_page({"cpu": mine, "cpu-long": other}, "cpu", records)
+    check_keys("claims_page", out)
+    assert (out["n_holds"], out["n_fails"], out["n_open"]) == (3, 2, 1)   # "no runs" counts nowhere
+    assert out["v_C1"] == claims.HOLDS and out["v_C5"] == claims.ABSENT
+    assert out["n_profiles"] == 2 and out["profiles"] == "cpu, cpu-long"
+    assert out["acc_hls"] == pytest.approx(51.0) and out["acc_darts"] == pytest.approx(40.0)
+    assert out["n_seeds_table"] == 2
+
+
+def test_the_claims_page_reads_the_asked_profile_and_has_nan_without_runs():
+    from hls import claims
+    out = findings.claims_page({"cpu": verdicts(*[claims.HOLDS] * 7),
+                                "cpu-long": verdicts(*[claims.FAILS] * 7)}, "cpu-long", {})
+    assert (out["n_holds"], out["n_fails"]) == (0, 7)
+    assert math.isnan(out["acc_hls"]) and out["n_seeds_table"] == 0

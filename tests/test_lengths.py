@@ -5,22 +5,22 @@ from types import SimpleNamespace
 
 import pytest
 
-from hls import experiments as E
+from hls import experiments
 from hls import lengths, plan, runs
 
 
 def test_cpu_long_plans_the_five_core_rows_over_three_seeds_and_nothing_else():
     todo = plan.book_plan("cpu-long")
     assert len(todo) == 15
-    assert {r.method for r in todo} == set(E.CORE_METHODS)
+    assert {r.method for r in todo} == set(experiments.CORE_METHODS)
     assert {r.seed for r in todo} == {0, 1, 2}
-    cpu = E.config("darts", "cpu").to_dict()
+    cpu = experiments.config("darts", "cpu").to_dict()
     for r in todo:
-        assert r.config.epochs == E.CPU_LONG_EPOCHS
+        assert r.config.epochs == experiments.CPU_LONG_EPOCHS
         # the cpu network and recipe, only searched for longer
-        same = E.config(r.method, "cpu", r.seed).replace(epochs=E.CPU_LONG_EPOCHS)
+        same = experiments.config(r.method, "cpu", r.seed).replace(epochs=experiments.CPU_LONG_EPOCHS)
         assert r.config == same
-    assert E.config("darts", "cpu-long").to_dict().keys() == cpu.keys()
+    assert experiments.config("darts", "cpu-long").to_dict().keys() == cpu.keys()
 
 
 def test_profiles_of_one_network_are_ordered_by_search_length():

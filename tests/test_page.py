@@ -1,4 +1,4 @@
-"""What a chapter page shows besides prose: the caption's provenance sentence (hls.plots.made_by),
+"""What a chapter page shows besides prose: the caption's provenance sentence (hls.provenance.made_by),
 tables as markdown (hls.page), figures drawn to be legible at the page's width (hls.plots)."""
 
 import math
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hls import page, plots
+from hls import page, plots, provenance
 from hls.config import VERSION, RunConfig
 from hls.runs import current_fingerprint
 
@@ -20,23 +20,23 @@ def record(seed=0, commit="abc1234", device="NVIDIA H200", fingerprint=None, met
 
 
 def test_made_by_names_profile_device_seeds_and_commit():
-    text = plots.made_by([record(0), record(1)], "cpu")
+    text = provenance.made_by([record(0), record(1)], "cpu")
     assert text == "Profile cpu on NVIDIA H200; seeds 0, 1; runs of commit abc1234, hls " + VERSION + "."
 
 
 def test_made_by_lists_every_commit_and_device_and_marks_stale_records():
     recs = {"a": [record(0, "abc1234")], "b": [record(2, "def5678+dirty", "x86_64 CPU (1 torch threads)",
                                                      fingerprint="0123456789ab")]}
-    text = plots.made_by(recs, "smoke")
+    text = provenance.made_by(recs, "smoke")
     assert "NVIDIA H200; x86_64 CPU (1 torch threads)" in text
     assert "seeds 0, 2" in text and "commits abc1234, def5678+dirty" in text
     assert text.endswith("; 1 of 2 runs made by other code than this checkout's.")
 
 
 def test_made_by_without_records_says_what_drew_the_figure():
-    assert plots.made_by([], computed="hls.schedules") == "Computed by hls.schedules; no run, no device."
+    assert provenance.made_by([], computed="hls.schedules") == "Computed by hls.schedules; no run, no device."
     with pytest.raises(ValueError, match="computed="):
-        plots.made_by([])
+        provenance.made_by([])
 
 
 def test_markdown_table_keeps_index_formats_numbers_and_escapes():
