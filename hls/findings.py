@@ -63,6 +63,12 @@ KEYS = {
 }
 
 
+def _per_method(summary, **columns) -> dict:
+    """{<prefix>_<method>: float} for each prefix=column of a summaries.summary frame."""
+    return {f"{prefix}_{m}": float(summary.loc[m, column])
+            for m in summary.index for prefix, column in columns.items()}
+
+
 def motivation(runs: Mapping[str, list]) -> dict:
     """Chapter 1 (DARTS, DARTS+Re-sampling, DARTS+BBN; Table I, Figs. 2-4).
 
@@ -75,11 +81,7 @@ def motivation(runs: Mapping[str, list]) -> dict:
     loss_shape: "rises at least once" if that is above 0, else "falls in every epoch";
     drift_bb / drift_cls / drift_ins: late alpha change of the backbone and of each head."""
     s = summaries.summary(runs, experiments.PAPER_TABLE_I)
-    out: dict = {}
-    for m in runs:
-        out[f"acc_{m}"] = float(s.loc[m, "paper_protocol"])
-        out[f"val_{m}"] = float(s.loc[m, "val_chosen"])
-        out[f"paper_{m}"] = float(s.loc[m, "paper"])
+    out = _per_method(s, acc="paper_protocol", val="val_chosen", paper="paper")
     pp = s["paper_protocol"]
     order = pp["darts"] > pp["darts_resample"] > pp["darts_bbn"]
     out["order"] = "holds" if order else "does not hold"
@@ -156,11 +158,8 @@ def main_results(runs: Mapping[str, list], by_length: Mapping) -> dict:
     search lengths with runs, and for the shortest (short_) and longest (long_): profile,
     epochs, seeds, rs_gap (re-sampling minus DARTS), hls_bbn_gap (HLS minus DARTS+BBN), best."""
     s = summaries.summary(runs, experiments.PAPER_TABLE_II)
-    out: dict = {}
+    out = _per_method(s, pp="paper_protocol", vc="val_chosen", tail="tail")
     for m in runs:
-        out[f"pp_{m}"] = float(s.loc[m, "paper_protocol"])
-        out[f"vc_{m}"] = float(s.loc[m, "val_chosen"])
-        out[f"tail_{m}"] = float(s.loc[m, "tail"])
         if m in experiments.PAPER_TABLE_II:
             out[f"paper_{m}"] = float(experiments.PAPER_TABLE_II[m])
             out[f"diff_{m}"] = float(s.loc[m, "difference"])
@@ -204,10 +203,7 @@ def ablations(runs: Mapping[str, list], by_tau: Mapping[float, list]) -> dict:
     bbn_acc = 100 * np.mean([r.eval["test_acc"] for r in runs["darts_bbn"]], axis=0)
     out: dict = {"n_mu": len(hls_acc), "n_better": int((hls_acc > bbn_acc).sum()),
                  "mean_gain": float((hls_acc - bbn_acc).mean())}
-    s = summaries.summary(runs)
-    for m in runs:
-        out[f"pp_{m}"] = float(s.loc[m, "paper_protocol"])
-        out[f"vc_{m}"] = float(s.loc[m, "val_chosen"])
+    out.update(_per_method(summaries.summary(runs), pp="paper_protocol", vc="val_chosen"))
     out["drift_hls"] = summaries.late_drift(runs["hls"], "backbone")
     out["drift_bbn"] = summaries.late_drift(runs["darts_bbn"], "backbone")
     out["drift_verdict"] = ("settles more" if out["drift_hls"] < out["drift_bbn"]
@@ -229,10 +225,8 @@ def continued_training(runs: Mapping[str, list]) -> dict:
     labels of the continuations whose instance head is more than FORGETTING_POINTS below the
     HLS run's, or "none of them"; epochs: the epochs of continued training (ct_mu05's)."""
     s = summaries.summary(runs, experiments.PAPER_TABLE_II)
-    out: dict = {}
+    out = _per_method(s, pp="paper_protocol", vc="val_chosen")
     for m in runs:
-        out[f"pp_{m}"] = float(s.loc[m, "paper_protocol"])
-        out[f"vc_{m}"] = float(s.loc[m, "val_chosen"])
         out[f"ins_{m}"] = float(summaries.mu_accuracy(runs[m], 1.0))
         out[f"cls_{m}"] = float(summaries.mu_accuracy(runs[m], 0.0))
     ct = [m for m in runs if m != "hls"]

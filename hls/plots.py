@@ -25,8 +25,8 @@ from matplotlib.figure import Figure
 from . import experiments
 from .provenance import origin
 from .schedules import hls_factor, mixing_ratio
-from .summaries import (COMPONENT_ORDER, COMPONENT_TITLES, alpha_change, components, flatten,
-                        label, mean_std, summary)
+from .summaries import (COMPONENT_ORDER, COMPONENT_TITLES, accuracy_mean_std, alpha_change,
+                        components, flatten, label, summary)
 from .tables import per_class_table
 
 
@@ -66,6 +66,15 @@ def _integer_epochs(ax) -> None:
         mid = (lo + hi) / 2
         ax.set_xlim(min(lo, mid - 1), max(hi, mid + 1))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _mu_axis(ax, epochs, history: list[dict], **line):
+    """A right-hand axis from 0 to 1 with the epochs' mixing ratio mu as a dashed line (grey,
+    labelled "mu" unless `line` says otherwise): the twin axis of the training-curve figures."""
+    twin = ax.twinx()
+    twin.plot(epochs, [e["mu"] for e in history], ls="--", **{"color": "0.5", "label": "mu", **line})
+    twin.set_ylim(-0.05, 1.05)
+    return twin
 
 
 def _style(k: int) -> dict:
@@ -124,9 +133,7 @@ def training_curves(records, profile: str | None = None, title: str | None = Non
                 ax.fill_between(epochs, values.min(0), values.max(0), color=line.get_color(), alpha=0.15)
         ax.set(ylabel=name)
         _integer_epochs(ax)
-        twin = ax.twinx()
-        twin.plot(epochs, [e["mu"] for e in recs[0].history], color="0.5", ls="--", label="mu")
-        twin.set_ylim(-0.05, 1.05)
+        twin = _mu_axis(ax, epochs, recs[0].history)
         twin.set_ylabel("mixing ratio mu", color="0.4")
         h1, l1 = ax.get_legend_handles_labels()
         h2, l2 = twin.get_legend_handles_labels()
@@ -160,9 +167,7 @@ def alpha_evolution(record, profile: str | None = None, title: str | None = None
         ax.set_ylabel("mean softmax(alpha)")
         ax.set_ylim(0, min(1.02, max(2.0 / len(prims), float(mean.max()) * 1.15)))
         _integer_epochs(ax)
-        twin = ax.twinx()
-        twin.plot(epochs, [e["mu"] for e in record.history], color="0.5", ls="--", lw=1, label="mu (right axis)")
-        twin.set_ylim(-0.05, 1.05)
+        twin = _mu_axis(ax, epochs, record.history, lw=1, label="mu (right axis)")
         twin.tick_params(colors="0.4")
     for ax in axes[len(comps):]:
         ax.axis("off")
@@ -299,11 +304,9 @@ def gradient_norms(records_by_label: Mapping[str, object], profile: str | None =
                         color=_comp_color(comp), clip_on=False)
             ax.set(xlabel="epoch", ylabel=ylabel if col == 0 else None, title=f"{name}: {what}")
             _integer_epochs(ax)
-            twin = ax.twinx()
-            mu = [e["mu"] for e in recs[0].history]
-            twin.plot(epochs, mu, color="0.4", ls="--", label="mu")
-            twin.plot(epochs, 1 - np.array(mu), color="0.7", ls="--", label="1 - mu")
-            twin.set_ylim(-0.05, 1.05)
+            twin = _mu_axis(ax, epochs, recs[0].history, color="0.4")
+            mu = np.array([e["mu"] for e in recs[0].history])
+            twin.plot(epochs, 1 - mu, color="0.7", ls="--", label="1 - mu")
             if col == len(items) - 1:
                 twin.set_ylabel("mixing ratio")
             else:
@@ -335,7 +338,7 @@ def tau_sensitivity(records_by_tau: Mapping[float, list], profile: str | None = 
     ax, ax_f = fig.subplots(2, 1)
     for key, text, color in (("paper_protocol", "paper protocol (best mu_test on test)", "C0"),
                              ("val_chosen", "validation-chosen mu_test", "C1")):
-        stats = [mean_std([100 * r.eval[key]["acc"] for r in flatten(records_by_tau[t])]) for t in taus]
+        stats = [accuracy_mean_std(records_by_tau[t], key) for t in taus]
         m = np.array([s[0] for s in stats])
         sd = np.nan_to_num(np.array([s[1] for s in stats]))
         ax.errorbar(taus, m, yerr=sd, marker="o", capsize=3, color=color, label=text)

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from . import claims, experiments
+from . import claims, experiments, summaries
 from .retrain import LOSS_TAGS, LOSSES
 
 GROUPS = ("head", "middle", "tail", "many", "medium", "few")
@@ -43,13 +43,6 @@ def search_accuracy(record) -> float:
     return 100 * record.eval["paper_protocol"]["acc"]
 
 
-def _mean_std(values) -> tuple[float, float]:
-    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
-    if len(v) == 0:
-        return math.nan, math.nan
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else math.nan
-
-
 def summary(records: Mapping[str, list], parents: Mapping[str, list] | None = None) -> pd.DataFrame:
     """One row per key, in the order given: source, loss, label, seeds, retrained accuracy
     (mean, std), the groups' means, parameters and multiply-adds, and the search-phase
@@ -58,8 +51,8 @@ def summary(records: Mapping[str, list], parents: Mapping[str, list] | None = No
     rows = []
     for key, recs in records.items():
         config = recs[0].config
-        acc = _mean_std([100 * r.eval["acc"] for r in recs])
-        search = _mean_std([search_accuracy(p) for p in parents.get(key, [])])
+        acc = summaries.mean_std([100 * r.eval["acc"] for r in recs])
+        search = summaries.mean_std([search_accuracy(p) for p in parents.get(key, [])])
         row = {"key": key, "source": config.source, "loss": config.loss,
                "label": source_label(config.source, config.resnet_depth),
                "kind": config.architecture, "seeds": len(recs),
@@ -68,7 +61,7 @@ def summary(records: Mapping[str, list], parents: Mapping[str, list] | None = No
                "parameters": float(np.mean([r.eval["parameters"] for r in recs])),
                "multiply_adds": float(np.mean([r.eval["multiply_adds"] for r in recs]))}
         for g in GROUPS:
-            row[g] = _mean_std([100 * r.eval["groups"][g] for r in recs
+            row[g] = summaries.mean_std([100 * r.eval["groups"][g] for r in recs
                                 if g in r.eval["groups"]])[0]
         rows.append(row)
     return pd.DataFrame(rows).set_index("key")

@@ -43,10 +43,16 @@ def seeds(records) -> list[int]:
 
 
 def mean_std(values) -> tuple[float, float]:
+    """Mean and sample standard deviation of the finite values (NaN std for one value)."""
     v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
     if len(v) == 0:
         return float("nan"), float("nan")
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan")
+
+
+def accuracy_mean_std(records, key: str = "paper_protocol") -> tuple[float, float]:
+    """Test accuracy (%) of `key`'s choice of mu_test, mean and std over the records (seeds)."""
+    return mean_std([100 * r.eval[key]["acc"] for r in flatten(records)])
 
 
 def fmt(mean: float, std: float = float("nan"), digits: int = 2) -> str:
@@ -74,9 +80,8 @@ def summary(records_by_method: Mapping[str, list], paper: Mapping[str, float] | 
     rows = []
     for method, recs in records_by_method.items():
         recs = flatten(recs)
-        pp = mean_std([100 * r.eval["paper_protocol"]["acc"] for r in recs])
-        vc = mean_std([100 * r.eval["val_chosen"]["acc"] for r in recs])
-        vp = mean_std([100 * r.eval["val_chosen_plain"]["acc"] for r in recs])
+        pp, vc, vp = (accuracy_mean_std(recs, key)
+                      for key in ("paper_protocol", "val_chosen", "val_chosen_plain"))
         mus = [r.eval["val_chosen"]["mu"] for r in recs] if recs and recs[0].eval.get("mu_grid") else []
         row = {"method": method, "label": label(method), "seeds": len(recs),
                "paper_protocol": pp[0], "paper_protocol_std": pp[1],

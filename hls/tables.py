@@ -11,8 +11,8 @@ import pandas as pd
 
 from . import experiments
 from .schedules import hls_factor
-from .summaries import (COMPONENT_TITLES, alpha_change, components, correlation, flatten, fmt,
-                        label, mean_std, mu_index, summary)
+from .summaries import (COMPONENT_TITLES, accuracy_mean_std, alpha_change, components, correlation,
+                        flatten, fmt, label, mean_std, mu_index, summary)
 
 
 def accuracy_table(records_by_method: Mapping[str, list], paper: Mapping[str, float] | None = None) -> pd.DataFrame:
@@ -98,8 +98,8 @@ def mu_table(records_by_method: Mapping[str, list], mus=(1.0, 0.5, 0.0)) -> pd.D
         for mu in mus:
             vals = [100 * r.eval["test_acc"][mu_index(r, mu)] for r in recs if r.eval.get("mu_grid")]
             row[f"mu_test = {mu:g} (%)"] = fmt(*mean_std(vals))
-        row["best mu_test (%)"] = fmt(*mean_std([100 * r.eval["paper_protocol"]["acc"] for r in recs]))
-        row["val-chosen mu (%)"] = fmt(*mean_std([100 * r.eval["val_chosen"]["acc"] for r in recs]))
+        row["best mu_test (%)"] = fmt(*accuracy_mean_std(recs, "paper_protocol"))
+        row["val-chosen mu (%)"] = fmt(*accuracy_mean_std(recs, "val_chosen"))
         out[label(method)] = row
     table = pd.DataFrame.from_dict(out, orient="index")
     table.index.name = "method"
@@ -160,8 +160,8 @@ def tau_table(records_by_tau: Mapping[float, list]) -> pd.DataFrame:
         rows[f"{tau:g}"] = {
             "seeds": len(recs),
             "HLS factor at mu = 0.5": round(hls_factor(0.5, tau), 3),
-            "paper protocol (%)": fmt(*mean_std([100 * r.eval["paper_protocol"]["acc"] for r in recs])),
-            "val-chosen mu (%)": fmt(*mean_std([100 * r.eval["val_chosen"]["acc"] for r in recs])),
+            "paper protocol (%)": fmt(*accuracy_mean_std(recs, "paper_protocol")),
+            "val-chosen mu (%)": fmt(*accuracy_mean_std(recs, "val_chosen")),
             "chosen mu": ", ".join(f"{r.eval['val_chosen']['mu']:.1f}" for r in recs),
         }
     table = pd.DataFrame.from_dict(rows, orient="index")
