@@ -50,6 +50,7 @@ import torch
 from . import experiments
 from .config import VERSION, ConfigError, RunConfig
 from .data import data_dir, load_long_tailed
+from .record import ALPHA_KEYS   # per-epoch keys saved in alphas.json, not metrics.json
 from .retrain import RETRAIN_VERSION, RetrainConfig, Retraining
 from .train import Search, Speed, TrainingDiverged, resolve_device
 
@@ -68,9 +69,6 @@ NUMBER_SOURCES = ("config", "data", "ops", "supernet", "architect", "schedules",
 # search's modules (the data set and augmentation, the ops, the lr schedule, the evaluation
 # helpers; config for the parent's identity).
 RETRAIN_NUMBER_SOURCES = ("retrain", "network", "config", "data", "ops", "schedules", "train")
-
-# Epoch-record keys kept out of metrics.json: they are saved in alphas.json.
-ALPHA_KEYS = ("alphas", "genotype")
 
 
 class RunFailed(RuntimeError):
