@@ -920,11 +920,18 @@ def verify(profile: str | None = None, methods=None, seeds=None, overrides: dict
                                         tolerance, skip)
                 if diff:
                     break
+            kind = runs.record_kind(facts)
             if diff and not runs.reproducible_here(facts):
                 diff += (f" (the record was made by other code: fingerprint "
                          f"{facts.get('code_fingerprint')}, hls {facts.get('hls')}; "
-                         f"this code: {runs.current_fingerprint(runs.record_kind(facts))})")
-            checks.append(Check(run, diff is None, diff or "matches", exact))
+                         f"this code: {runs.current_fingerprint(kind)})")
+            detail = diff or "matches"
+            if diff is None and exact and facts.get("code_fingerprint") != runs.current_fingerprint(kind):
+                # same numbers from changed code: the record's code is this code's equivalent
+                runs.record_equivalence(kind, facts["code_fingerprint"], run.run_id)
+                detail += (f" (made by code {facts['code_fingerprint']}: now recorded as "
+                           f"equivalent in {runs.EQUIVALENCE_FILE})")
+            checks.append(Check(run, diff is None, detail, exact))
     return checks
 
 

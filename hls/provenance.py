@@ -86,6 +86,10 @@ def _reproducible(recs) -> str:
     here = ", ".join(f"{k} {current_fingerprint(k)}" if len(kinds) > 1 else current_fingerprint(k)
                      for k in kinds) or current_fingerprint()
     stale = [r for r in recs if not reproducible_here(r)]
+    older = sorted({str(r.facts.get("code_fingerprint")) for r in recs if r not in stale
+                    and r.facts.get("code_fingerprint") != current_fingerprint(record_kind(r))})
+    if older:   # reproduced by code that verify found equivalent (runs.equivalent_fingerprints)
+        here += f"; records of {', '.join(older)} verified equivalent bit for bit"
     if not stale:
         return f"yes, all {len(recs)} (code fingerprint {here})"
     made_by = sorted({str(r.facts.get("code_fingerprint", "unknown")) for r in stale})

@@ -550,13 +550,50 @@ def record_kind(record) -> str:
 
 
 def reproducible_here(record: RunRecord | RetrainRecord | dict) -> bool:
-    """Would this code make the record again: the same code fingerprint and version (hls's,
-    and for a retraining run RETRAIN_VERSION too)?"""
+    """Would this code make the record again: the same version (hls's, and for a retraining
+    run RETRAIN_VERSION too) and the same code fingerprint, or one that `verify` has found
+    equivalent (equivalent_fingerprints)?"""
     facts = getattr(record, "facts", record)     # a record, or its facts dict
     kind = record_kind(record)
-    same = (facts.get("code_fingerprint") == current_fingerprint(kind)
+    here = current_fingerprint(kind)
+    made_by = facts.get("code_fingerprint")
+    same = ((made_by == here or made_by in equivalent_fingerprints(kind, here))
             and facts.get("hls") == VERSION)
     return same and (kind == "search" or facts.get("retrain_version") == RETRAIN_VERSION)
+
+
+# A change that keeps every number (a refactor, a comment moved) changes the fingerprint all
+# the same. `verify` retrains an archived run; when the retraining matches the record bit for bit
+# on the CPU, the record's fingerprint is written down here as equivalent to this code's, with
+# the run that showed it. The file lives in the archive, beside the records it speaks for.
+EQUIVALENCE_FILE = "equivalent-code.json"   # {kind: {fingerprint: {older fingerprint: [runs]}}}
+
+
+def equivalent_fingerprints(kind: str, fingerprint: str) -> dict[str, list[str]]:
+    """{older fingerprint: the runs whose bit-for-bit retraining showed it equivalent} for
+    code of `fingerprint` (empty without an archive or an entry)."""
+    archive = archive_dir()
+    path = archive / EQUIVALENCE_FILE if archive is not None else None
+    if path is None or not path.exists():
+        return {}
+    return read_json(path).get(kind, {}).get(fingerprint, {})
+
+
+def record_equivalence(kind: str, older: str, run_id: str) -> None:
+    """Write down that this code reproduced, bit for bit, a run made by code of fingerprint
+    `older`; what `older` was itself shown equivalent to comes along (equivalence is transitive)."""
+    archive = archive_dir()
+    if archive is None:
+        return
+    here = current_fingerprint(kind)
+    path = archive / EQUIVALENCE_FILE
+    table = read_json(path) if path.exists() else {}
+    mine = table.setdefault(kind, {}).setdefault(here, {})
+    for fingerprint, shown_by in [(older, [run_id]), *table[kind].get(older, {}).items()]:
+        if fingerprint != here:
+            mine[fingerprint] = sorted(set(mine.get(fingerprint, [])) | set(shown_by))
+    archive.mkdir(parents=True, exist_ok=True)
+    write_json(path, table)
 
 
 def _facts(device: torch.device, speed: Speed, wall: float, config=None) -> dict:

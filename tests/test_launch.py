@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from hls import experiments, launch, plan, runs
+from hls import experiments, launch, plan, provenance, runs
 
 ONE_EPOCH = {"epochs": 1}
 
@@ -436,3 +436,38 @@ def test_ray_on_a_local_instance_equals_the_local_backend(local_record, local_ra
     assert "(ray on " in log and "cpu, 1 torch threads" in log
     assert_same_record(outcome.log.parent, local_record)
     assert local_ray.is_initialized()       # the launch used this Ray, and left it running
+
+
+def test_verify_records_equivalent_code_and_provenance_honours_it(archived, tmp_path):
+    """A record made by other code that retrains bit for bit becomes this code's equivalent;
+    one that does not stays 'made by other code'."""
+    config, _ = archived
+    folder = tmp_path / "results" / "smoke" / config.run_id
+    facts = json.loads((folder / "facts.json").read_text())
+    older = {**facts, "code_fingerprint": "0" * 12}       # as if a refactor came since
+    (folder / "facts.json").write_text(json.dumps(older))
+    assert not runs.reproducible_here(older)
+
+    ok = cli("verify", "--profile", "smoke", "--methods", "darts", "--seeds", "0", "--set", "epochs=1")
+    assert ok.returncode == 0 and "now recorded as equivalent" in ok.stdout, ok.stdout + ok.stderr
+    table = json.loads((tmp_path / "results" / runs.EQUIVALENCE_FILE).read_text())
+    assert table["search"][runs.current_fingerprint()] == {"0" * 12: [config.run_id]}
+    assert runs.reproducible_here(older)
+    assert not runs.reproducible_here({**facts, "code_fingerprint": "1" * 12})
+    said = provenance._reproducible([runs.load_record(folder)])     # the archive's copy
+    assert said.startswith("yes, all 1") and "0" * 12 in said, said
+
+
+def test_equivalence_is_transitive_and_kept_per_kind(tmp_path, monkeypatch):
+    monkeypatch.setenv("HLS_ARCHIVE", str(tmp_path / "results"))
+    monkeypatch.setattr(runs, "current_fingerprint", lambda kind="search": "b" * 12)
+    runs.record_equivalence("search", "a" * 12, "run-1")           # code b reproduced a's run-1
+    monkeypatch.setattr(runs, "current_fingerprint", lambda kind="search": "c" * 12)
+    runs.record_equivalence("search", "b" * 12, "run-2")           # code c reproduced b's run-2
+    assert runs.equivalent_fingerprints("search", "c" * 12) == {"b" * 12: ["run-2"], "a" * 12: ["run-1"]}
+    assert runs.equivalent_fingerprints("retrain", "c" * 12) == {}
+    facts = {"code_fingerprint": "a" * 12, "hls": runs.VERSION}
+    assert runs.reproducible_here(facts)
+    assert not runs.reproducible_here({**facts, "hls": "0.0.0"})    # a new version changed numbers
+    monkeypatch.setenv("HLS_ARCHIVE", "off")
+    assert not runs.reproducible_here(facts)
