@@ -58,8 +58,8 @@ KEYS = {
         "pp_{method}", "vc_{method}", "ins_{method}", "cls_{method}", "best_ct",
         "best_vs_hls", "forgot", "epochs"),
     "claims_page": (
-        "v_{claim}", "n_holds", "n_fails", "n_open", "n_profiles", "profiles", "acc_hls",
-        "acc_darts", "n_seeds_table"),
+        "v_{claim}", "n_holds", "n_fails", "n_open", "n_absent", "n_profiles", "profiles",
+        "acc_hls", "acc_darts", "n_seeds_table", "c3_numbers"),
 }
 
 
@@ -247,13 +247,14 @@ def claims_page(verdicts: Mapping[str, list], profile: str, records: Mapping[str
     column order, `records` the runs of `profile` (the page's own), by method.
 
     v_<claim>: the verdict at `profile` of each claim in claims.CLAIMS; n_holds / n_fails /
-    n_open: how many hold, fail, are not resolved (a claim without runs counts in none);
-    n_profiles, profiles: the columns; acc_hls / acc_darts: mean paper-protocol test accuracy
-    (%) over the seeds at hand, NaN without runs; n_seeds_table: HLS's seeds."""
+    n_open / n_absent: how many hold, fail, are not resolved, have no runs yet; n_profiles,
+    profiles: the columns; acc_hls / acc_darts: mean paper-protocol test accuracy (%) over the
+    seeds at hand, NaN without runs; n_seeds_table: HLS's seeds; c3_numbers: those numbers in
+    words ("HLS 47.92 % against DARTS 33.98 % over 3 seeds", or which runs are missing)."""
     mine = {v.claim: v.verdict for v in verdicts[profile]}
     out: dict = {f"v_{name}": mine[name] for name in claims.CLAIMS}
     for key, verdict in (("n_holds", claims.HOLDS), ("n_fails", claims.FAILS),
-                         ("n_open", claims.OPEN)):
+                         ("n_open", claims.OPEN), ("n_absent", claims.ABSENT)):
         out[key] = sum(v == verdict for v in mine.values())
     out["n_profiles"] = len(verdicts)
     out["profiles"] = ", ".join(verdicts)
@@ -261,4 +262,8 @@ def claims_page(verdicts: Mapping[str, list], profile: str, records: Mapping[str
         accuracies = claims.accuracy(records[method]) if records.get(method) else []
         out[f"acc_{method}"] = float(np.mean(accuracies)) if accuracies else float("nan")
     out["n_seeds_table"] = len(records.get("hls", []))
+    lacking = [summaries.label(m) for m in ("hls", "darts") if not records.get(m)]
+    out["c3_numbers"] = (f"no {' or '.join(lacking)} runs yet" if lacking else
+                         f"HLS {out['acc_hls']:.2f} % against DARTS {out['acc_darts']:.2f} % over "
+                         f"{out['n_seeds_table']} seed{'s' * (out['n_seeds_table'] != 1)}")
     return out

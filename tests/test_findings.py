@@ -288,11 +288,11 @@ def test_the_claims_page_counts_each_verdict_and_names_the_columns():
                "darts": [record(seed=0, acc=0.40)]}
     out = findings.claims_page({"cpu": mine, "cpu-long": other}, "cpu", records)
     check_keys("claims_page", out)
-    assert (out["n_holds"], out["n_fails"], out["n_open"]) == (3, 2, 1)   # "no runs" counts nowhere
+    assert (out["n_holds"], out["n_fails"], out["n_open"], out["n_absent"]) == (3, 2, 1, 1)
     assert out["v_C1"] == claims.HOLDS and out["v_C5"] == claims.ABSENT
     assert out["n_profiles"] == 2 and out["profiles"] == "cpu, cpu-long"
     assert out["acc_hls"] == pytest.approx(51.0) and out["acc_darts"] == pytest.approx(40.0)
-    assert out["n_seeds_table"] == 2
+    assert out["n_seeds_table"] == 2 and out["c3_numbers"] == "HLS 51.00 % against DARTS 40.00 % over 2 seeds"
 
 
 def test_the_claims_page_reads_the_asked_profile_and_has_nan_without_runs():
@@ -301,3 +301,4 @@ def test_the_claims_page_reads_the_asked_profile_and_has_nan_without_runs():
                                 "cpu-long": verdicts(*[claims.FAILS] * 7)}, "cpu-long", {})
     assert (out["n_holds"], out["n_fails"]) == (0, 7)
     assert math.isnan(out["acc_hls"]) and out["n_seeds_table"] == 0
+    assert out["c3_numbers"] == "no HLS or DARTS runs yet"
