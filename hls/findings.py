@@ -258,9 +258,8 @@ def claims_page(verdicts: Mapping[str, list], profile: str, records: Mapping[str
         out[key] = sum(v == verdict for v in mine.values())
     out["n_profiles"] = len(verdicts)
     out["profiles"] = ", ".join(verdicts)
-    for method in ("hls", "darts"):
-        accuracies = claims.accuracy(records[method]) if records.get(method) else []
-        out[f"acc_{method}"] = float(np.mean(accuracies)) if accuracies else float("nan")
+    for method in ("hls", "darts"):   # NaN without runs
+        out[f"acc_{method}"] = summaries.accuracy_mean_std(records.get(method, []))[0]
     out["n_seeds_table"] = len(records.get("hls", []))
     lacking = [summaries.label(m) for m in ("hls", "darts") if not records.get(m)]
     out["c3_numbers"] = (f"no {' or '.join(lacking)} runs yet" if lacking else
