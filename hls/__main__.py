@@ -28,7 +28,8 @@ def parse_speed(args):
     """The device's default Speed with the `--speed lever=on|off` changes, or None."""
     if not getattr(args, "speed", None):
         return None
-    from .train import Speed, resolve_device
+    from .speed import Speed
+    from .train import resolve_device
     settings = parse_settings(args.speed, "--speed", "cuda_graph=off")
     return Speed.default_for(resolve_device(args.device)).override(settings)
 
@@ -184,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--device", help="cpu, cuda or auto (default: HLS_DEVICE or auto)")
     sp.add_argument("--force", action="store_true", help="retrain even if the run is complete")
     sp.add_argument("--speed", action="append", metavar="LEVER=on|off",
-                    help="change a speed lever (hls.train.Speed), e.g. --speed cuda_graph=off; "
+                    help="change a speed lever (hls.speed.Speed), e.g. --speed cuda_graph=off; "
                          "levers change speed, not the run's identity")
     sp.set_defaults(func=cmd_run)
 

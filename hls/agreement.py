@@ -14,7 +14,8 @@ import torch
 from .config import RunConfig
 from .data import LongTailData
 from .synthetic import synthetic_data
-from .train import Search, Speed, resolve_device, running_uncaptured, tf32_allowed
+from .speed import Speed, running_uncaptured, tf32_allowed
+from .train import Search, resolve_device
 
 
 # the checks' network: small, but every kind of cell, op and head of the real one
@@ -40,10 +41,10 @@ def step_agreement(device: torch.device, fast: Speed, config: RunConfig | None =
     for one search step from identical state (same seed, same batches).
 
     The alpha gradient is ill-conditioned: each entry is a softmax-weighted difference of the
-    ops' contributions, which nearly cancel, so a relative error of 1e-7 in the activations
-    can become 1e-2 in it. It is worse on synthetic data (random pixels and labels: no signal,
-    a nearly flat loss in alpha) than on CIFAR-10-LT: on the CPU channels_last differs by
-    1.5e-2 on synthetic data and 5.8e-3 on the real one (the default path: 4.4e-7 and 2.8e-7).
+    ops' contributions, which nearly cancel, so float32 rounding in the activations is
+    amplified many times in it, more on synthetic data (random pixels and labels: no signal, a
+    nearly flat loss in alpha) than on CIFAR-10-LT (docs/performance.md, "How strict the
+    agreement check is").
 
     The alphas are first drawn away from their near-zero initialisation: at init every op has
     the same weight and the alpha gradient is a difference of nearly equal numbers, which no
@@ -91,10 +92,10 @@ def trajectory_agreement(device: torch.device, fast: Speed, reference: Speed,
 
     The check for levers that reorganise the step and keep its kernels: a CUDA graph that
     replayed stale batches or a stale schedule passes a one-gradient check and fails this one.
-    It is no check for levers that change the arithmetic: there a first-step difference of
-    1e-6 grows to 1e-2 within three steps (measured on the CPU, default levers vs textbook),
-    because max pooling breaks ties between equal inputs differently per kernel and Adam's
-    first steps move each alpha by about lr times the sign of its gradient.
+    It is no check for levers that change the arithmetic: there a first-step difference grows
+    by orders of magnitude within a few steps (docs/performance.md), because max pooling
+    breaks ties between equal inputs differently per kernel and Adam's first steps move each
+    alpha by about lr times the sign of its gradient.
     `make_stepper(search)` replaces the fast search's stepper (the tests' stand-in graph),
     `make_reference_stepper(search)` the reference's.
     """
@@ -108,9 +109,7 @@ def trajectory_agreement(device: torch.device, fast: Speed, reference: Speed,
             if make is not None:
                 search.stepper = make(search)
             before = [w.detach().clone() for w in search.weights]
-            s = search.schedule(0)
-            search._set_learning_rates(s)
-            search._set_train_mode()
+            s = search.start_epoch(0)
             per_step = []
             for _ in range(steps):
                 loss, _, norms, _ = search.stepper(search.streams.next("train"),

@@ -9,8 +9,8 @@ that goes forward and backward in it: the training and the validation batches of
 On the CPU the paper-size step is the plain DARTS step at batch 64 (what a CPU user would search); on
 CUDA it is the BBN step at batch 128 per sampler, both branches (the paper's setting).
 
-"textbook" computes every op (the `none` term as x * 0), in float32 and the contiguous NCHW
-layout; "fast" is the device's default Speed. Both run in the same process on the same data.
+"textbook" is Speed.textbook() (PyTorch's own kernels, float32, the contiguous NCHW layout);
+"fast" is the device's default Speed. Both run in the same process on the same data.
 
 Bandwidth (CUDA): bytes the step must move are estimated from the activations: every module
 output is written once in the forward pass and read once in the backward pass, and its gradient
@@ -32,7 +32,8 @@ from . import experiments
 from .config import RunConfig
 from .data import LongTailData
 from .synthetic import synthetic_data
-from .train import GraphedStep, Search, Speed, resolve_device
+from .speed import GraphedStep, Speed
+from .train import Search, resolve_device
 
 PEAK_BANDWIDTH = {"H100": 3.35e12, "H200": 4.8e12, "A100": 2.0e12, "A6000": 0.768e12}
 
@@ -65,9 +66,7 @@ def time_steps(search: Search, repeats: int, warmup: int = 2) -> list[float]:
     A graphed step also warms up through its eager calls and the call that captures (that
     call's time is kept in `search.capture_seconds`: it recurs once an epoch).
     """
-    schedule = search.schedule(0)
-    search._set_learning_rates(schedule)
-    search._set_train_mode()
+    schedule = search.start_epoch(0)
     sync = torch.cuda.synchronize if search.device.type == "cuda" else (lambda: None)
     graphed = isinstance(search.stepper, GraphedStep)
     capture_call = search.stepper.warmup if graphed else None
@@ -181,7 +180,7 @@ def levers(args) -> None:
             continue                            # no-ops off the CPU
         if on:
             variants[f"without {name}"] = dataclasses.replace(default, **{name: False})
-        elif device.type == "cuda" and name != "compile":   # on CUDA, each lever that is off
+        elif device.type == "cuda":             # on CUDA, each lever that is off
             variants[f"with {name}"] = dataclasses.replace(default, **{name: True})
     variants["textbook"] = Speed.textbook()
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads; "

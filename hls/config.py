@@ -172,10 +172,6 @@ def validate(c: RunConfig) -> None:
         bad(str(exc))
 
 
-def field_names() -> set[str]:
-    return {f.name for f in dataclasses.fields(RunConfig)}
-
-
 def coerce_overrides(overrides: dict) -> dict:
     """Check override names against RunConfig and cast strings (from the command line)."""
     types = {f.name: f.type for f in dataclasses.fields(RunConfig)}

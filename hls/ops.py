@@ -6,11 +6,11 @@ followed by a non-affine BatchNorm so that their output scale matches the convol
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from . import speed
 
 PRIMITIVES = (
     "none",
@@ -25,40 +25,24 @@ PRIMITIVES = (
 
 
 class Pointwise(nn.Conv2d):
-    """A 1x1 convolution without bias.
+    """A 1x1 convolution without bias."""
 
-    On the CPU an NCHW input is multiplied by the weight matrix with one batched matmul instead
-    of going through oneDNN, whose NCHW 1x1 convolution reorders its operands and was up to 13x
-    slower at these widths (docs/performance.md). The same products, summed in another order.
-    """
+    cpu_kernels = True      # Speed.cpu_kernels: a batched matmul on the CPU (hls/speed.py)
 
     def __init__(self, c_in, c_out, stride=1):
         super().__init__(c_in, c_out, 1, stride, bias=False)
-        self.as_matmul = True
 
     def forward(self, x):
-        channels_last = not x.is_contiguous() and x.is_contiguous(
-            memory_format=torch.channels_last)
-        if not (self.as_matmul and x.device.type == "cpu" and not channels_last):
-            return super().forward(x)
-        s = self.stride[0]
-        if s > 1:
-            x = x[:, :, ::s, ::s]
-        n, c, h, w = x.shape
-        weight = self.weight.view(1, self.out_channels, c).expand(n, -1, -1)
-        return torch.bmm(weight, x.reshape(n, c, h * w)).view(n, self.out_channels, h, w)
+        if self.cpu_kernels and speed.is_cpu_nchw(x):
+            return speed.pointwise_as_matmul(x, self.weight, self.stride[0])
+        return super().forward(x)
 
 
 class BatchNorm(nn.BatchNorm2d):
-    """BatchNorm2d whose non-affine form can run as an affine one with weight 1 and bias 0.
-
-    x_hat * 1 + 0 is x_hat exactly. The point is the kernel: PyTorch hands a BatchNorm to cuDNN
-    only when it has a weight and a bias, so every non-affine one of the search cell runs
-    PyTorch's own NCHW kernels, which gather each channel's statistics in one thread block: 16
-    blocks at the paper's width. On an H200 those kernels took 47% of the step's device time
-    (docs/performance.md). `unit_affine` is Speed.batchnorm_unit_affine; the unit weight and
-    bias are buffers outside the state dict, so checkpoints do not change.
-    """
+    """BatchNorm2d whose non-affine form can run as an affine one with weight 1 and bias 0
+    (Speed.batchnorm_unit_affine): x_hat * 1 + 0 is x_hat exactly, and PyTorch hands a
+    BatchNorm to cuDNN only when it has a weight and a bias. The unit weight and bias are
+    buffers outside the state dict, so checkpoints do not change."""
 
     def __init__(self, channels: int, affine: bool = False):
         super().__init__(channels, affine=affine)
@@ -92,101 +76,26 @@ class DilConv(nn.Sequential):
                          Pointwise(c_in, c_out),
                          BatchNorm(c_out, affine=affine))
 
-    def forward(self, x, activated=None):
-        """`activated`, when given, is relu(x), computed once by the cell for every op that
-        starts with a ReLU on this input (the same values, one ReLU instead of several)."""
+    def forward(self, x, x_relu=None):
+        """`x_relu`, when given, is relu(x): the search cell computes it once per state for
+        every convolution reading that state."""
         relu, depthwise, pointwise, bn = self
-        x = relu(x) if activated is None else activated
-        return bn(pointwise(depthwise(x)))
+        return bn(pointwise(depthwise(relu(x) if x_relu is None else x_relu)))
 
 
 class Depthwise(nn.Conv2d):
-    """A depthwise convolution (one filter per channel, no bias), with two levers that keep the
-    sums (docs/performance.md):
+    """A depthwise (possibly dilated) convolution: one filter per channel, no bias."""
 
-    - `phases`: a dilation-2 kernel runs as a dense one on the four polyphase sub-images
-      (`dilated_depthwise`); oneDNN's backward of a dilated kernel is 2-3x slower on the CPU.
-    - `cpu_grad_channels_last`: on the CPU, the weight gradient of a stride-1 kernel of 5x5 or
-      larger is computed from channels_last copies of the input and the output gradient; for
-      NCHW tensors oneDNN takes 3-4x longer on these shapes (3x3 kernels are fast either way).
-    """
+    cpu_kernels = True      # Speed.cpu_kernels: hls/speed.py's depthwise kernels on the CPU
 
     def __init__(self, c, kernel, stride, padding, dilation=1):
         super().__init__(c, c, kernel, stride, padding, dilation, groups=c, bias=False)
-        self.phases = True
-        self.cpu_grad_channels_last = True
 
     def forward(self, x):
-        if self.phases and self.dilation[0] == 2:
-            return dilated_depthwise(x, self, self.dense)
-        return self.dense(x, self.stride[0], self.padding[0], self.dilation[0])
-
-    def dense(self, x, stride, padding, dilation=1):
-        k = self.kernel_size[0]
-        if (self.cpu_grad_channels_last and x.device.type == "cpu" and x.is_contiguous()
-                and stride == 1 and dilation == 1 and k >= 5 and 2 * padding == k - 1
-                and x.shape[2] * x.shape[3] >= 64 and torch.is_grad_enabled()):
-            return _DepthwiseChannelsLastGrad.apply(x, self.weight, padding)
-        return F.conv2d(x, self.weight, None, stride, padding, dilation, self.groups)
-
-
-class _DepthwiseChannelsLastGrad(torch.autograd.Function):
-    """F.conv2d(x, w, padding=p, groups=C) whose weight gradient is taken in channels_last."""
-
-    @staticmethod
-    def forward(ctx, x, weight, padding):
-        ctx.save_for_backward(x, weight)
-        ctx.padding = padding
-        return F.conv2d(x, weight, None, 1, padding, 1, x.shape[1])
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable   # a loud error, not a silent one, if asked
-    def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
-        p, c = ctx.padding, x.shape[1]
-        args = (None, [1, 1], [p, p], [1, 1], False, [0, 0], c)
-        grad_x = grad_w = None
-        if ctx.needs_input_grad[0]:
-            grad_x = torch.ops.aten.convolution_backward(
-                grad, x, weight, *args, [True, False, False])[0]
-        if ctx.needs_input_grad[1]:
-            cl = torch.channels_last
-            grad_w = torch.ops.aten.convolution_backward(
-                grad.contiguous(memory_format=cl), x.contiguous(memory_format=cl), weight,
-                *args, [False, True, False])[1]
-        return grad_x, grad_w, None
-
-
-def dilated_depthwise(x: torch.Tensor, conv: nn.Conv2d, dense=None) -> torch.Tensor:
-    """`conv(x)` for a 'same'-padded depthwise conv with dilation 2, without a dilated kernel.
-
-    A dilation-2 kernel only combines pixels whose row and column parities equal the output
-    pixel's. So at stride 2 (padding k-1, even) only the even-even sub-image is ever read, and
-    at stride 1 each of the four parity sub-images is convolved on its own with the dense kernel:
-    we stack them along the batch dimension, convolve once and interleave the results back.
-    `dense(x, stride, padding, dilation)` computes the undilated conv (default: F.conv2d).
-    """
-    k, (s, d, p) = conv.kernel_size[0], (conv.stride[0], conv.dilation[0], conv.padding[0])
-    n, c, h, w = x.shape
-    dense = dense or (lambda y, s, p, d=1: F.conv2d(y, conv.weight, None, s, p, d, conv.groups))
-    if d != 2 or p != k - 1 or conv.groups != c or (s == 1 and (h % 2 or w % 2)):
-        return dense(x, s, p, d)
-    if s == 2:
-        return dense(x[:, :, ::2, ::2], 1, k // 2)
-    channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(
-        memory_format=torch.channels_last)
-    if channels_last:   # permute the physical NHWC tensor, so every copy stays in that layout
-        y = x.permute(0, 2, 3, 1).reshape(n, h // 2, 2, w // 2, 2, c)
-        y = y.permute(2, 4, 0, 1, 3, 5).reshape(4 * n, h // 2, w // 2, c).permute(0, 3, 1, 2)
-    else:
-        y = x.reshape(n, c, h // 2, 2, w // 2, 2).permute(3, 5, 0, 1, 2, 4)
-        y = y.reshape(4 * n, c, h // 2, w // 2)
-    y = dense(y, 1, k // 2)
-    if channels_last:
-        y = y.permute(0, 2, 3, 1).reshape(2, 2, n, h // 2, w // 2, c)
-        return y.permute(2, 3, 0, 4, 1, 5).reshape(n, h, w, c).permute(0, 3, 1, 2)
-    y = y.reshape(2, 2, n, c, h // 2, w // 2)
-    return y.permute(2, 3, 4, 0, 5, 1).reshape(n, c, h, w)
+        if self.cpu_kernels and x.device.type == "cpu":
+            return speed.depthwise(x, self.weight, self.stride[0], self.padding[0],
+                                   self.dilation[0])
+        return super().forward(x)
 
 
 class SepConv(nn.Sequential):
@@ -196,9 +105,9 @@ class SepConv(nn.Sequential):
         super().__init__(DilConv(c_in, c_in, kernel, stride, padding, 1, affine),
                          DilConv(c_in, c_out, kernel, 1, padding, 1, affine))
 
-    def forward(self, x, activated=None):
+    def forward(self, x, x_relu=None):
         first, second = self
-        return second(first(x, activated))
+        return second(first(x, x_relu))
 
 
 class FactorizedReduce(nn.Module):
@@ -217,7 +126,8 @@ class FactorizedReduce(nn.Module):
 
 
 class Zero(nn.Module):
-    """The `none` op. Mixed ops skip it (its term is exactly zero); it exists for completeness."""
+    """The `none` op. The search's mixed ops leave its exactly-zero term out; the tests' literal
+    Eq. (6) computes it."""
 
     def __init__(self, stride):
         super().__init__()
@@ -228,43 +138,23 @@ class Zero(nn.Module):
 
 
 class Pool(nn.Module):
-    """3x3 max or average pooling (average over the in-image pixels only, as DARTS).
+    """3x3 max or average pooling (average over the in-image pixels only, as DARTS)."""
 
-    On the CPU, PyTorch's NCHW pooling kernels are slow (docs/performance.md), so with
-    `fast_on_cpu` an NCHW input is max-pooled in channels_last layout and copied back, and
-    average-pooled as a depthwise convolution with a 3x3 box of ones divided by the pixel count.
-    Max pooling is exact in either layout; the box sum adds the same nine numbers.
-    """
+    cpu_kernels = True      # Speed.cpu_kernels: hls/speed.py's pooling kernels on the CPU
 
     def __init__(self, kind: str, stride: int):
         super().__init__()
         self.kind, self.stride = kind, stride
-        self.fast_on_cpu = True
 
     def forward(self, x):
-        fast = (self.fast_on_cpu and x.device.type == "cpu" and x.dim() == 4
-                and x.is_contiguous() and x.shape[1] > 1)
+        fast = self.cpu_kernels and speed.pools_fast(x)
         if self.kind == "avg":
-            if fast:
-                c, h, w = x.shape[1:]
-                box = x.new_ones(c, 1, 3, 3)
-                sums = F.conv2d(x, box, None, self.stride, 1, 1, c)
-                return sums / _window_counts(h, w, self.stride, x.dtype)
-            return F.avg_pool2d(x, 3, self.stride, 1, count_include_pad=False)
-        if fast:
-            return F.max_pool2d(x.contiguous(memory_format=torch.channels_last),
-                                3, self.stride, 1).contiguous()
-        return F.max_pool2d(x, 3, self.stride, 1)
+            return (speed.avg_pool_3x3(x, self.stride) if fast
+                    else F.avg_pool2d(x, 3, self.stride, 1, count_include_pad=False))
+        return speed.max_pool_3x3(x, self.stride) if fast else F.max_pool2d(x, 3, self.stride, 1)
 
     def extra_repr(self):
         return f"{self.kind}, stride={self.stride}"
-
-
-@functools.lru_cache(maxsize=64)
-def _window_counts(h: int, w: int, stride: int, dtype: torch.dtype) -> torch.Tensor:
-    """The number of in-image pixels under each 3x3 window, shape (1, 1, H', W'), on the CPU."""
-    return F.conv2d(torch.ones(1, 1, h, w, dtype=dtype), torch.ones(1, 1, 3, 3, dtype=dtype),
-                    None, stride, 1)
 
 
 def _pool_bn(kind: str, c: int, stride: int) -> nn.Module:

@@ -52,7 +52,8 @@ from .config import VERSION, ConfigError, RunConfig
 from .data import data_dir, load_long_tailed
 from .record import ALPHA_KEYS   # per-epoch keys saved in alphas.json, not metrics.json
 from .retrain import RETRAIN_VERSION, RetrainConfig, Retraining
-from .train import Search, Speed, TrainingDiverged, resolve_device
+from .speed import Speed
+from .train import Search, TrainingDiverged, resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,12 +64,13 @@ RETRAIN_RECORD_FILES = tuple(name for name in RECORD_FILES if name != "alphas.js
 
 # The sources whose bytes decide the numbers a config produces (the code fingerprint in
 # facts.json); bench, plots, runs and the command line do not change them.
-NUMBER_SOURCES = ("config", "data", "ops", "supernet", "architect", "schedules", "genotype",
-                  "train")
+NUMBER_SOURCES = ("config", "data", "ops", "speed", "supernet", "architect", "schedules",
+                  "genotype", "train")
 # ... and those of a retraining run: its trainer and networks, and what they take from the
 # search's modules (the data set and augmentation, the ops, the lr schedule, the evaluation
 # helpers; config for the parent's identity).
-RETRAIN_NUMBER_SOURCES = ("retrain", "network", "config", "data", "ops", "schedules", "train")
+RETRAIN_NUMBER_SOURCES = ("retrain", "network", "config", "data", "ops", "speed", "schedules",
+                          "train")
 
 
 class RunFailed(RuntimeError):

@@ -5,6 +5,16 @@ are the same code. `t` runs over epochs 1..T, as in Algorithm 1 (so the last epo
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class EpochSchedule:
+    """What one epoch of the search runs at; the epoch's record stores these fields as they are."""
+    mu: float                 # the mixing ratio (Alg. 1, line 9); 1 for a single branch
+    hls_factor: float         # Eq. (17): the backbone's share of the architecture learning rate
+    lr: float                 # the weights' learning rate (cosine)
+    arch_lr_backbone: float   # the backbone alphas' learning rate, xi_0 times the factor
 
 
 def parabolic(t: float, T: float) -> float:
@@ -17,11 +27,6 @@ def reverse_sigmoid(t: float, T: float, k: float = 10.0) -> float:
     return 1.0 - 1.0 / (1.0 + math.exp(-(t - T / 2) / (T / 2) * k))
 
 
-def linear(t: float, T: float) -> float:
-    """A straight decay from 1 to 0, for comparison."""
-    return 1.0 - t / T
-
-
 def constant(t: float, T: float, value: float = 0.5) -> float:
     return value
 
@@ -30,7 +35,6 @@ def constant(t: float, T: float, value: float = 0.5) -> float:
 MIXING = {
     "parabolic": lambda t, T, k, value: parabolic(t, T),
     "reverse_sigmoid": lambda t, T, k, value: reverse_sigmoid(t, T, k),
-    "linear": lambda t, T, k, value: linear(t, T),
     "constant": lambda t, T, k, value: constant(t, T, value),
 }
 

@@ -20,8 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ops import (OPS, PRIMITIVES, BatchNorm, Depthwise, DilConv, FactorizedReduce, Pointwise,
-                  Pool, ReLUConvBN, SepConv, check_primitives)
+from .ops import OPS, PRIMITIVES, DilConv, FactorizedReduce, ReLUConvBN, SepConv, check_primitives
 
 
 @dataclass(frozen=True)
@@ -35,43 +34,35 @@ class NetConfig:
     primitives: tuple[str, ...] = PRIMITIVES
     stem_multiplier: int = 3
     stem_stride: int = 1        # 2 halves the resolution before the first cell (cpu profile)
-    skip_none: bool = True      # leave the exactly-zero `none` term out of every mixed op
-    dilation_as_phases: bool = True  # dilated convs as dense ones on polyphase sub-images (ops.py)
-    cpu_fast_pools: bool = True  # CPU pooling: max via channels_last, average as a box conv
-    cpu_pointwise_matmul: bool = True  # CPU 1x1 convs as one batched matmul (ops.py)
-    cpu_depthwise_grad_channels_last: bool = True  # CPU 5x5 depthwise weight grads (ops.py)
-    share_relu: bool = True     # one ReLU per cell state for all the convolutions reading it
-    batchnorm_unit_affine: bool = False  # non-affine BatchNorm as weight 1, bias 0 (ops.py)
 
 
 class MixedOp(nn.Module):
-    """Eq. (6): the softmax-weighted sum of every primitive on one edge.
+    """Eq. (6): the softmax-weighted sum of every primitive o on one edge, sum_o w_o o(x).
 
-    The `none` op's term is exactly zero, so it is left out of the sum: the output and the
-    gradients (the alpha of `none` still moves through the softmax) are unchanged. The
-    convolutions start with a ReLU of the edge's input; the cell may pass that ReLU in
-    (`activated`), computed once per input state.
+    `none`'s term is exactly zero, so it is left out of the sum (its alpha still moves, through
+    the softmax). The convolutions start with relu(x), which the cell computes once per state
+    and passes in as `x_relu`.
     """
 
-    def __init__(self, c: int, stride: int, primitives: tuple[str, ...], skip_none: bool = True):
+    def __init__(self, c: int, stride: int, primitives: tuple[str, ...]):
         super().__init__()
-        self.active = [i for i, p in enumerate(primitives) if p != "none" or not skip_none]
+        self.active = [i for i, p in enumerate(primitives) if p != "none"]
         self.ops = nn.ModuleList(OPS[primitives[i]](c, stride) for i in self.active)
-        self.takes_activated = [isinstance(op, (DilConv, SepConv)) for op in self.ops]
+        self.takes_relu = [isinstance(op, (DilConv, SepConv)) for op in self.ops]
 
-    def forward(self, x, weights, activated=None):
+    def forward(self, x, weights, x_relu):
         out = None
-        for i, op, takes in zip(self.active, self.ops, self.takes_activated):
-            y = op(x, activated) if takes and activated is not None else op(x)
+        for i, op, takes_relu in zip(self.active, self.ops, self.takes_relu):
+            y = op(x, x_relu) if takes_relu else op(x)
             out = weights[i] * y if out is None else torch.addcmul(out, weights[i], y)
         return out
 
 
 class Cell(nn.Module):
-    """A DAG of `nodes` intermediate nodes over two inputs (Eq. 5); the output concatenates them."""
+    """Eq. (5): a DAG of `nodes` intermediate nodes over two inputs, node j summing a mixed op
+    of every earlier state; the output concatenates the intermediate nodes."""
 
-    def __init__(self, nodes, c_prev_prev, c_prev, c, reduction, reduction_prev, primitives,
-                 skip_none=True):
+    def __init__(self, nodes, c_prev_prev, c_prev, c, reduction, reduction_prev, primitives):
         super().__init__()
         self.reduction = reduction
         self.nodes = nodes
@@ -82,19 +73,18 @@ class Cell(nn.Module):
         for i in range(nodes):
             for j in range(2 + i):
                 stride = 2 if reduction and j < 2 else 1
-                self.edges.append(MixedOp(c, stride, primitives, skip_none))
-        self.share_relu = any(any(e.takes_activated) for e in self.edges)
-        self.relu = nn.ReLU()   # the convolutions' leading ReLU, applied once per state
+                self.edges.append(MixedOp(c, stride, primitives))
+        self.relu = nn.ReLU()   # the convolutions' leading ReLU, once per state
 
     def forward(self, s0, s1, weights):
         states = [self.preprocess0(s0), self.preprocess1(s1)]
-        activated = [self.relu(h) for h in states] if self.share_relu else [None, None]
+        relus = [self.relu(h) for h in states]
         offset = 0
         for node in range(self.nodes):
-            states.append(sum(self.edges[offset + j](h, weights[offset + j], a)
-                              for j, (h, a) in enumerate(zip(states, activated))))
-            last = node == self.nodes - 1   # the last node feeds no edge
-            activated.append(self.relu(states[-1]) if self.share_relu and not last else None)
+            states.append(sum(self.edges[offset + j](h, weights[offset + j], r)
+                              for j, (h, r) in enumerate(zip(states, relus))))
+            if node < self.nodes - 1:         # the last node feeds no edge
+                relus.append(self.relu(states[-1]))
             offset += len(states) - 1
         return torch.cat(states[2:], dim=1)
 
@@ -108,10 +98,10 @@ class Head(nn.Module):
     head cell, on one normal cell fed by the backbone's last two outputs (a BBN head)."""
 
     def __init__(self, nodes, c_prev_prev, c_prev, c, reduction_prev, primitives, num_classes,
-                 skip_none=True, cell=True):
+                 cell=True):
         super().__init__()
-        self.cell = (Cell(nodes, c_prev_prev, c_prev, c, False, reduction_prev, primitives,
-                          skip_none) if cell else None)
+        self.cell = (Cell(nodes, c_prev_prev, c_prev, c, False, reduction_prev, primitives)
+                     if cell else None)
         self.classifier = nn.Linear(nodes * c if cell else c_prev, num_classes)
 
     def forward(self, s0, s1, weights=None):
@@ -137,26 +127,13 @@ class SuperNet(nn.Module):
             if reduction:
                 c_curr *= 2
             self.cells.append(Cell(nodes, c_prev_prev, c_prev, c_curr, reduction,
-                                   reduction_prev, primitives, config.skip_none))
+                                   reduction_prev, primitives))
             reduction_prev = reduction
             c_prev_prev, c_prev = c_prev, nodes * c_curr
         self.heads = nn.ModuleDict({
             name: Head(nodes, c_prev_prev, c_prev, c_curr, reduction_prev, primitives,
-                       config.num_classes, config.skip_none, config.head_cell)
+                       config.num_classes, config.head_cell)
             for name in config.heads})
-
-        for module in self.modules():
-            if isinstance(module, Depthwise):
-                module.phases = config.dilation_as_phases
-                module.cpu_grad_channels_last = config.cpu_depthwise_grad_channels_last
-            if isinstance(module, Pool):
-                module.fast_on_cpu = config.cpu_fast_pools
-            if isinstance(module, Cell):
-                module.share_relu = module.share_relu and config.share_relu
-            if isinstance(module, Pointwise):
-                module.as_matmul = config.cpu_pointwise_matmul
-            if isinstance(module, BatchNorm):
-                module.unit_affine = config.batchnorm_unit_affine
 
         # Architecture parameters, one tensor (edges x ops) per component, initialised as DARTS.
         shape = (num_edges(nodes), len(primitives))

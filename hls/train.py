@@ -7,11 +7,10 @@ training batches), and the evaluation sweep over the test-time mixing ratio.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
-import warnings
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, fields, replace
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +19,8 @@ from . import genotype as gt
 from .architect import Architect, held_fixed
 from .config import ConfigError, RunConfig
 from .data import Augmenter, LongTailData, make_sampler
-from .schedules import cosine_lr, hls_factor, mixing_ratio
+from .schedules import EpochSchedule, cosine_lr, hls_factor, mixing_ratio
+from .speed import GraphedStep, Speed, tf32_allowed
 from .supernet import NetConfig, SuperNet
 
 MU_GRID = [round(0.1 * i, 1) for i in range(11)]
@@ -32,75 +32,6 @@ class TrainingDiverged(RuntimeError):
     def __init__(self, epoch: int):
         super().__init__(f"loss became non-finite in epoch {epoch}")
         self.epoch = epoch
-
-
-@dataclass(frozen=True)
-class Speed:
-    """Levers that change speed, not the mathematics (not part of a run's identity)."""
-    channels_last: bool = False
-    amp_bf16: bool = False          # bf16 autocast; CUDA only
-    compile: bool = False           # torch.compile each cell and head (slower on 2 CPU cores)
-    skip_none: bool = True          # leave the exactly-zero `none` op out of the mixed ops
-    dilation_as_phases: bool = True  # dilated convs as dense convs on polyphase sub-images
-    cpu_fast_pools: bool = True     # CPU pooling: max via channels_last, average as a box conv
-    cpu_pointwise_matmul: bool = True  # CPU 1x1 convs as one batched matmul, not oneDNN
-    cpu_depthwise_grad_channels_last: bool = True  # CPU 5x5 depthwise weight grads in NHWC
-    share_relu: bool = True         # one ReLU per cell state for every convolution reading it
-    cuda_graph: bool = False        # CUDA: capture the whole search step once, replay it per step
-    tf32: bool = False              # CUDA: TF32 convolutions and matmuls (10-bit mantissa)
-    batchnorm_unit_affine: bool = False  # non-affine BatchNorm as weight 1, bias 0: cuDNN's kernel
-
-    @staticmethod
-    def default_for(device: torch.device) -> Speed:
-        # Measured (docs/performance.md): channels_last is 1.3x faster on two CPU cores, but
-        # its CPU BatchNorm moves the alpha gradients by 1.5e-2 (NCHW: 6e-7); bf16 moves them
-        # by up to 50%; on an H100 neither bought a gain at these widths (the step is
-        # launch-bound). So both devices default to the float32 NCHW path, with the levers
-        # that compute the same sums in another order (docs/performance.md, `python -m hls
-        # bench --levers`): no `none` term, dilation as sub-images, one ReLU per state, and on
-        # the CPU the kernels that replace oneDNN's slow NCHW ones (pooling, 1x1 convs, 5x5
-        # depthwise weight gradients). On CUDA the step is captured as one graph: at the
-        # paper's size it launches tens of thousands of small kernels, and an eager H100 step
-        # used 3% of the memory bandwidth. torch.compile stays off: on two CPU cores it took
-        # 20 minutes to compile the paper-size network and then ran slower than these levers.
-        return Speed(cuda_graph=device.type == "cuda")
-
-    def override(self, settings: dict[str, str]) -> Speed:
-        """This Speed with levers set from text, e.g. {"cuda_graph": "off"} (`--speed`)."""
-        names = [f.name for f in fields(Speed)]
-        values = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
-        changes = {}
-        for key, text in settings.items():
-            if key not in names:
-                raise ConfigError(f"unknown speed lever {key!r}; choose one of {', '.join(names)}")
-            if text.lower() not in values:
-                raise ConfigError(f"speed lever {key} takes on or off (got {text!r}), "
-                                  f"e.g. --speed {key}=off")
-            changes[key] = values[text.lower()]
-        return replace(self, **changes)
-
-    @staticmethod
-    def textbook() -> Speed:
-        """Every lever off: every op computed (`none` as x * 0), float32, NCHW, plain kernels.
-        The reference the benchmark and the agreement check measure the fast path against."""
-        return Speed(**{f.name: False for f in fields(Speed)})
-
-
-class tf32_allowed:
-    """Allow or forbid TF32 in cuDNN convolutions and cuBLAS matmuls inside a block.
-
-    PyTorch allows it for convolutions by default; Speed.tf32 decides instead (a CUDA graph
-    keeps the kernels chosen when it was captured)."""
-
-    def __init__(self, allowed: bool):
-        self.allowed = allowed
-
-    def __enter__(self):
-        self.saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = self.allowed
-
-    def __exit__(self, *exc):
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self.saved
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -221,103 +152,18 @@ class Streams:
 
 
 # --------------------------------------------------------------------------------------------
-# The search step as one CUDA graph
-
-
-class CudaGraph:
-    """Records the kernels one call of a function launches; replay launches them all at once."""
-
-    def capture(self, fn):
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.outputs = fn()
-
-    def replay(self):
-        self.graph.replay()
-        return self.outputs
-
-
-@contextmanager
-def running_uncaptured():
-    """A capturable optimiser stepping outside a graph warns; in warm-up steps that is intended."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*capturable.*")
-        yield
-
-
-class GraphedStep:
-    """A search step that is captured once and then replayed with each new pair of batches.
-
-    What a capture fixes: the addresses of every tensor the step reads (so batches are copied
-    into fixed input buffers, and the outputs are the same tensors after every replay: read them
-    before the next step) and every Python number it was called with (the epoch's schedule: mu,
-    learning rates). A new schedule is therefore captured anew; `reset` forgets the capture
-    (after loading a checkpoint the optimisers hold new state tensors). The first `warmup`
-    calls run eagerly on a side stream, as a capture needs: they create what is allocated
-    lazily (momentum buffers, Adam moments, cuDNN plans). `recorder` is CudaGraph on a GPU; the
-    tests pass one that replays by calling the function again.
-    """
-
-    def __init__(self, step, warmup: int = 3, recorder=CudaGraph):
-        self.step, self.warmup, self.recorder = step, warmup, recorder
-        self.eager_calls = 0
-        self.reset()
-
-    def reset(self) -> None:
-        self.captured, self.schedule, self.inputs = None, None, None
-
-    def __call__(self, train_batch, val_batch, s: dict):
-        if self.eager_calls < self.warmup:
-            self.eager_calls += 1
-            with running_uncaptured():
-                return self._on_side_stream(lambda: self.step(train_batch, val_batch, s))
-        if self.captured is None or s != self.schedule:
-            self._capture(train_batch, val_batch, s)
-        for buffer, batch in zip(self.inputs, (*train_batch, *val_batch)):
-            buffer.copy_(batch)
-        return self.captured.replay()
-
-    def _capture(self, train_batch, val_batch, s: dict) -> None:
-        self.captured = None                    # the old graph's memory goes back first
-        self.inputs = [t.clone() for t in (*train_batch, *val_batch)]
-        n = len(train_batch)
-        static_train, static_val = tuple(self.inputs[:n]), tuple(self.inputs[n:])
-        recorder = self.recorder()
-        recorder.capture(lambda: self.step(static_train, static_val, dict(s)))
-        self.captured, self.schedule = recorder, dict(s)
-
-    @staticmethod
-    def _on_side_stream(fn):
-        if not torch.cuda.is_available() or not torch.cuda.is_initialized():
-            return fn()
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            out = fn()
-        torch.cuda.current_stream().wait_stream(side)
-        return out
-
-
-# --------------------------------------------------------------------------------------------
 # The search
 
 
-def build_net(config: RunConfig, num_classes: int, seed: int,
-              speed: Speed | None = None) -> SuperNet:
-    """Initialise under a fixed seed without touching the caller's global RNG.
-
-    The network-level speed levers are the NetConfig fields named like Speed's (skip_none,
-    share_relu, the CPU kernels); they are copied over by name.
-    """
-    speed = speed or Speed()
-    levers = {f.name: getattr(speed, f.name) for f in fields(NetConfig) if hasattr(speed, f.name)}
+def build_net(config: RunConfig, num_classes: int, seed: int) -> SuperNet:
+    """Initialise under a fixed seed without touching the caller's global RNG."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return SuperNet(NetConfig(channels=config.channels, layers=config.layers,
                                   nodes=config.nodes, num_classes=num_classes,
                                   heads=config.heads, head_cell=config.bilateral or config.head_cell,
                                   primitives=config.primitives,
-                                  stem_stride=config.stem_stride, **levers))
+                                  stem_stride=config.stem_stride))
 
 
 class Search:
@@ -327,18 +173,10 @@ class Search:
                  speed: Speed | None = None, parent_state: dict | None = None):
         self.config, self.data, self.device = config, data, device
         self.speed = speed or Speed.default_for(device)
-        self.net = build_net(config, data.train.num_classes, config.seed, self.speed).to(device)
+        self.net = build_net(config, data.train.num_classes, config.seed).to(device)
         if parent_state is not None:            # continued training starts from the saved net
             self.net.load_state_dict(parent_state["net"])
-        if self.speed.channels_last:
-            self.net = self.net.to(memory_format=torch.channels_last)
-        if self.speed.compile:      # in place, so state_dict keys and checkpoints are unchanged
-            # static shapes: the cells share one forward, and compiling it for symbolic shapes
-            # failed in Inductor (torch 2.14.1). One compiled entry per cell shape and per kind
-            # of pass (alphas or weights held fixed) is more than dynamo's default limit of 8.
-            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-            for module in [*self.net.cells, *self.net.heads.values()]:
-                module.compile(dynamic=False)
+        self.net = self.speed.apply(self.net)
         self.objective = Objective(config, data.train.class_counts,
                                    amp=self.speed.amp_bf16 and device.type == "cuda")
         self.streams = Streams(data, config, device, self.speed.channels_last)
@@ -374,9 +212,9 @@ class Search:
             alphas = [a for name, a in self.net.alphas.items() if name == f"head_{component}"]
         return self.net.weight_parameters(component) + alphas
 
-    # ---- schedules for one epoch (t = epoch + 1, as in Algorithm 1)
+    # ---- one epoch's schedule (t = epoch + 1, as in Algorithm 1)
 
-    def schedule(self, epoch: int) -> dict:
+    def schedule(self, epoch: int) -> EpochSchedule:
         """mu, the HLS factor and the learning rates of epoch `epoch` (0-based).
 
         Algorithm 1 indexes epochs t = 1..T and evaluates mu at t/T (so the last epoch has
@@ -391,40 +229,41 @@ class Search:
             lr = c.lr_min
         else:
             lr = cosine_lr(epoch, c.epochs, c.lr, c.lr_min)
-        return {"mu": mu if c.bilateral else 1.0, "hls_factor": factor, "lr": lr,
-                "arch_lr_backbone": c.arch_lr * factor * frozen}
+        return EpochSchedule(mu=mu if c.bilateral else 1.0, hls_factor=factor, lr=lr,
+                             arch_lr_backbone=c.arch_lr * factor * frozen)
 
-    def _set_learning_rates(self, s: dict) -> None:
-        c = self.config
+    def start_epoch(self, epoch: int) -> EpochSchedule:
+        """Set epoch `epoch`'s learning rates (Eq. 17 scales the backbone's alphas') and put the
+        network in training mode, a frozen part excepted; return the epoch's schedule."""
+        s, c = self.schedule(epoch), self.config
         scale_weights = c.hls_scope == "arch+weights"
         for group in self.weight_optimizer.param_groups:
             backbone = group["name"] == "backbone"
-            group["lr"] = s["lr"] * (s["hls_factor"] if backbone and scale_weights else 1.0)
-        mult = s["hls_factor"]
-        self.architect.set_lr_multipliers({"backbone_normal": mult, "backbone_reduce": mult})
-
-    def _set_train_mode(self) -> None:
+            group["lr"] = s.lr * (s.hls_factor if backbone and scale_weights else 1.0)
+        self.architect.set_lr_multipliers({"backbone_normal": s.hls_factor,
+                                           "backbone_reduce": s.hls_factor})
         self.net.train()
-        for component in self.config.freeze:   # a frozen part keeps its BatchNorm statistics
+        for component in c.freeze:   # a frozen part keeps its BatchNorm statistics
             if component == "backbone":
                 self.net.stem.eval()
                 self.net.cells.eval()
             else:
                 self.net.heads[component].eval()
+        return s
 
     # ---- one epoch
 
-    def step(self, train_batch, val_batch, s: dict):
+    def step(self, train_batch, val_batch, s: EpochSchedule):
         """One search step: an architecture step on validation data (first- or second-order,
         Eq. 9), then a weight step on training data with the alphas held fixed."""
         with tf32_allowed(self.speed.tf32):
             return self._step(train_batch, val_batch, s)
 
-    def _step(self, train_batch, val_batch, s: dict):
-        c, mu = self.config, s["mu"]
+    def _step(self, train_batch, val_batch, s: EpochSchedule):
+        c, mu = self.config, s.mu
         loss_fn = lambda batch: self.objective(self.net, batch, mu)[0]  # noqa: E731
         grad_norms, update_norms = self.architect.step(loss_fn, val_batch, train_batch, c.order,
-                                                       s["lr"], self.weight_optimizer)
+                                                       s.lr, self.weight_optimizer)
         with held_fixed(self.net.alphas.values()):     # no alpha gradient in this step
             loss, acc = self.objective(self.net, train_batch, mu)
         self.weight_optimizer.zero_grad(set_to_none=True)
@@ -435,10 +274,8 @@ class Search:
         return loss.detach(), acc.detach(), grad_norms, update_norms
 
     def run_epoch(self, epoch: int, progress=None) -> dict:
-        c, s = self.config, self.schedule(epoch)
-        self._set_learning_rates(s)
-        self._set_train_mode()
-        mu = s["mu"]
+        c, s = self.config, self.start_epoch(epoch)
+        mu = s.mu
         start = time.perf_counter()
         loss_sum = torch.zeros((), device=self.device)
         acc_sum = torch.zeros((), device=self.device)
@@ -462,7 +299,7 @@ class Search:
             raise TrainingDiverged(epoch + 1)
         alphas = self.net.alpha_softmax()
         genotype = gt.derive(alphas, c.primitives, c.nodes)
-        record = {"epoch": epoch + 1, **s,
+        record = {"epoch": epoch + 1, **dataclasses.asdict(s),
                   "train_loss": train_loss,
                   "train_acc": (acc_sum / self.steps_per_epoch).item(),
                   **self.validate(mu),

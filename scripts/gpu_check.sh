@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check (issue 7): the benchmark, the fast path's agreement with the exact one, what each
+# The GPU check: the benchmark, the fast path's agreement with the exact one, what each
 # lever buys, where the step's device time goes, and a 2-epoch paper-size run, on one CUDA
 # device, installing nothing beyond the project. About 7 minutes on one H200 (2026-11-28: bench
 # 90 s, check 35 s, levers 100 s, trace 55 s, decoding the data 11 s, the run 132 s); each part

@@ -1,7 +1,7 @@
-"""Time the original DARTS formulation of a first-order search step, for issues #3 and #7.
+"""Time the original DARTS formulation of a first-order search step: the baseline of the CPU speed target.
 
-Both issues set the CPU target from "the original DARTS code (Liu et al., 2018), ported to
-current PyTorch". This script restates that formulation without `hls`'s speed levers (it takes
+The target was set against "the original DARTS code (Liu et al., 2018), ported to current
+PyTorch". This script restates that formulation without `hls`'s speed levers (it takes
 only the primitive names and the `none` op from `hls.ops`), so the baseline is measured rather
 than quoted: every op computed (`none` as x * 0), plain nn.Conv2d for every convolution (1x1
 included), NCHW pooling, the mixed op as a Python sum of weighted outputs, and a first-order

@@ -7,20 +7,20 @@ from torch.func import functional_call
 
 from hls import experiments, genotype, runs
 from hls.architect import Architect
-from hls.ops import BatchNorm, Depthwise, Pointwise, Pool, dilated_depthwise
+from hls.ops import BatchNorm, Depthwise, DilConv, Pointwise, Pool, SepConv
+from hls.speed import dilated_depthwise
 from hls.supernet import NetConfig, SuperNet
 
 SMALL_OPS = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_3x3")
 
 
-def tiny_net(skip_none=True, seed=0, smooth=False, share_relu=True):
+def tiny_net(seed=0, smooth=False):
     """A small float64 supernet. smooth=True swaps ReLU for Tanh and drops max pooling, so that
     finite differences of its gradients converge (ReLU kinks and max-pool ties make the
     gradient jump, which no finite-difference scheme can follow)."""
     torch.manual_seed(seed)
     ops = tuple(p for p in SMALL_OPS if p != "max_pool_3x3") if smooth else SMALL_OPS
-    net = SuperNet(NetConfig(channels=2, layers=3, nodes=2, primitives=ops,
-                             skip_none=skip_none, share_relu=share_relu)).double()
+    net = SuperNet(NetConfig(channels=2, layers=3, nodes=2, primitives=ops)).double()
     if smooth:
         for module in list(net.modules()):
             for name, child in module.named_children():
@@ -43,28 +43,55 @@ def loss_of(net):
     return lambda batch: F.cross_entropy(net.head("main", *net.features(batch[0])), batch[1])
 
 
-def test_skipping_none_is_exact():
-    (x, y), _ = batches()
-    outs, grads = [], []
-    for skip in (True, False):
-        net = tiny_net(skip_none=skip)
-        out = net.head("main", *net.features(x))
-        loss = F.cross_entropy(out, y)
-        grads.append(torch.autograd.grad(loss, list(net.alphas.values())))
-        outs.append(out)
-    assert torch.equal(outs[0], outs[1])
-    assert all(torch.equal(a, b) for a, b in zip(*grads))
+def literal_features(net, x, share_relu=False):
+    """The backbone as Eq. (5) and (6) read literally: every primitive on every edge, `none` as
+    x * 0, and (unless `share_relu`) each convolution applying its own ReLU to its input."""
+    primitives = net.config.primitives
+    mixing = {k: F.softmax(net.alphas[k], dim=-1) for k in ("backbone_normal", "backbone_reduce")}
+    s0 = s1 = net.stem(x)
+    for cell in net.cells:
+        weights = mixing["backbone_reduce" if cell.reduction else "backbone_normal"]
+        states = [cell.preprocess0(s0), cell.preprocess1(s1)]
+        relus = [cell.relu(h) for h in states]
+        offset = 0
+        for _ in range(cell.nodes):
+            node = 0
+            for j, (h, r) in enumerate(zip(states, relus)):
+                edge, w = cell.edges[offset + j], weights[offset + j]
+                ops, out = iter(edge.ops), None
+                for i, p in enumerate(primitives):
+                    if p == "none":
+                        stride = 2 if cell.reduction and j < 2 else 1
+                        y = h[:, :, ::stride, ::stride].mul(0.0)
+                    else:
+                        op = next(ops)
+                        takes_relu = share_relu and isinstance(op, (DilConv, SepConv))
+                        y = op(h, r) if takes_relu else op(h)
+                    out = w[i] * y if out is None else torch.addcmul(out, w[i], y)
+                node = node + out
+            states.append(node)
+            relus.append(cell.relu(node))
+            offset += len(states) - 1
+        s0, s1 = s1, torch.cat(states[2:], dim=1)
+    return s0, s1
 
 
-def test_sharing_the_relu_is_the_same_function():
+def test_the_supernet_computes_equations_5_and_6():
+    """Leaving `none`'s exactly-zero term out changes no bit; one ReLU per state instead of one
+    per convolution gives the same values and sums the gradients in another order."""
     (x, y), _ = batches()
-    results = []
-    for share in (False, True):
-        net = tiny_net(share_relu=share)
-        out = net.head("main", *net.features(x))
-        grads = torch.autograd.grad(F.cross_entropy(out, y), list(net.parameters()))
-        results.append((out, *grads))
-    for ref, got in zip(*results):
+
+    def result(features):
+        net = tiny_net()
+        s0, s1 = features(net, x)
+        loss = F.cross_entropy(net.heads["main"](s0, s1), y)
+        return (s1, *torch.autograd.grad(loss, list(net.parameters())))
+
+    ours = result(lambda net, x: net.features(x))
+    with_none = result(lambda net, x: literal_features(net, x, share_relu=True))
+    literal = result(literal_features)
+    assert all(torch.equal(a, b) for a, b in zip(ours, with_none))
+    for ref, got in zip(literal, ours):
         torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
 
 
@@ -82,7 +109,7 @@ def test_dilated_conv_as_phases_is_the_same_function(channels_last, kernel, stri
     g = torch.randn_like(conv(x))
     results = []
     for phases in (False, True):
-        y = dilated_depthwise(x, conv) if phases else conv(x)
+        y = dilated_depthwise(x, conv.weight, stride, kernel - 1) if phases else conv(x)
         results.append((y, *torch.autograd.grad(y, (x, conv.weight), g)))
     for ref, got in zip(*results):
         assert got.shape == ref.shape
@@ -101,7 +128,7 @@ def test_fast_cpu_pooling_is_the_same_function(kind, stride, size):
     results = []
     for fast in (False, True):
         pool = Pool(kind, stride)
-        pool.fast_on_cpu = fast
+        pool.cpu_kernels = fast
         y = pool(x)
         g = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=y.dtype)
         results.append((y, *torch.autograd.grad(y, x, g)))
@@ -122,7 +149,7 @@ def test_pointwise_as_matmul_is_the_same_function(stride, channels_last):
     x.requires_grad_()
     results = []
     for as_matmul in (False, True):
-        conv.as_matmul = as_matmul
+        conv.cpu_kernels = as_matmul
         y = conv(x)
         g = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=y.dtype)
         results.append((y, *torch.autograd.grad(y, (x, conv.weight), g)))
@@ -142,7 +169,7 @@ def test_depthwise_weight_grad_through_channels_last(size):
     ref = torch.autograd.grad(F.conv2d(x.double(), conv.weight.double(), None, 1, 2, 1, 8),
                               (x, conv.weight), g.double())
     for fast in (False, True):
-        conv.cpu_grad_channels_last = fast
+        conv.cpu_kernels = fast
         y = conv(x)
         torch.testing.assert_close(y.double(), F.conv2d(x.double(), conv.weight.double(), None,
                                                         1, 2, 1, 8), rtol=1e-5, atol=1e-5)

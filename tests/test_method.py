@@ -90,14 +90,13 @@ def test_class_balanced_weights_favour_the_tail():
 def test_hls_scales_only_the_backbone_arch_lr(lt_data):
     from hls.train import Search
     search = Search(experiments.config("hls", "smoke", 0), lt_data, torch.device("cpu"))
-    s = search.schedule(1)   # last epoch of 2: mu = 0, factor = 0
-    search._set_learning_rates(s)
+    s = search.start_epoch(1)   # last epoch of 2: mu = 0, factor = 0
     lrs = {g["name"]: g["lr"] for g in search.architect.optimizer.param_groups}
     base = search.config.arch_lr
-    assert s["mu"] == 0.0 and s["hls_factor"] == 0.0
+    assert s.mu == 0.0 and s.hls_factor == 0.0
     assert lrs == {"backbone_normal": 0.0, "backbone_reduce": 0.0, "head_ins": base,
                    "head_cls": base}
-    assert all(g["lr"] == s["lr"] for g in search.weight_optimizer.param_groups)
+    assert all(g["lr"] == s.lr for g in search.weight_optimizer.param_groups)
 
 
 def test_frozen_backbone_is_bit_identical_after_continued_training(store):
@@ -136,9 +135,7 @@ def test_a_head_with_zero_loss_weight_is_not_stepped(lt_data, mu, silent):
     from hls.train import Search
     cfg = experiments.config("hls", "smoke", 0, {"mixing": "constant", "mixing_value": mu})
     search = Search(cfg, lt_data, torch.device("cpu"))
-    s = search.schedule(0)
-    search._set_learning_rates(s)
-    search._set_train_mode()
+    s = search.start_epoch(0)
     other = "cls" if silent == "ins" else "ins"
     before, before_other = head_state(search, silent), head_state(search, other)
     for _ in range(2):
@@ -175,7 +172,7 @@ def test_mixing_index_alg1_reaches_zero_and_bbn_starts_at_one(lt_data):
     for index in ("alg1", "bbn"):
         cfg = experiments.config("darts_bbn", "smoke", 0, {"epochs": 4, "mixing_index": index})
         search = Search(cfg, lt_data, torch.device("cpu"))
-        mus[index] = [search.schedule(e)["mu"] for e in range(4)]
+        mus[index] = [search.schedule(e).mu for e in range(4)]
     assert mus["alg1"] == [1 - (t / 4) ** 2 for t in (1, 2, 3, 4)] and mus["alg1"][-1] == 0
     assert mus["bbn"] == [1 - (t / 4) ** 2 for t in (0, 1, 2, 3)] and mus["bbn"][0] == 1
 
@@ -185,8 +182,7 @@ def parent_state_of(lt_data, method="hls", steps=2):
     from hls.train import Search
     cfg = experiments.config(method, "smoke", 0)
     parent = Search(cfg, lt_data, torch.device("cpu"))
-    s = parent.schedule(0)
-    parent._set_learning_rates(s)
+    s = parent.start_epoch(0)
     for _ in range(steps):
         parent.step(parent.streams.next("train"), parent.streams.next("val"), s)
     return parent.state_dict()
@@ -219,7 +215,7 @@ def test_continued_learning_rate_reading(lt_data, continue_lr):
     cfg = experiments.config("ct_mu05", "smoke", 0, {"continue_lr": continue_lr,
                                                      "continue_epochs": 3})
     child = Search(cfg, lt_data, torch.device("cpu"), parent_state=parent_state_of(lt_data))
-    lrs = [child.schedule(e)["lr"] for e in range(3)]
+    lrs = [child.schedule(e).lr for e in range(3)]
     if continue_lr == "hold":     # where the parent's cosine ended
         assert lrs == [cfg.lr_min] * 3
     else:

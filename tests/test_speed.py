@@ -14,18 +14,16 @@ from hls.bench import time_steps
 from hls.synthetic import synthetic_data
 from hls.config import RunConfig
 from hls.supernet import NetConfig, SuperNet
-from hls.train import GraphedStep, Search, Speed
+from hls.speed import GraphedStep, Speed
+from hls.train import Search
 
 TINY = RunConfig(method="darts_bbn", bilateral=True, channels=4, layers=3, nodes=2, batch_size=8)
 CPU = torch.device("cpu")
 
 
 def test_default_cpu_path_is_the_exact_step():
-    # leaving out `none` changes no bit (tests/test_darts.py checks each other lever alone)
-    exact_sums = dataclasses.replace(Speed.textbook(), skip_none=True)
-    rel = step_agreement(CPU, exact_sums, TINY)
-    assert max(rel.values()) == 0.0, rel
-    # the other levers add the same products in another order
+    # the CPU kernels add the same products in another order (tests/test_darts.py checks each
+    # kernel alone, and that leaving out `none` changes no bit)
     rel = step_agreement(CPU, Speed.default_for(CPU), TINY)
     assert max(rel.values()) < 1e-5, rel
 
@@ -43,13 +41,6 @@ def test_levers_compute_the_same_function_in_float64(lever):
     speed = Speed.default_for(CPU) if lever == "default" else Speed(channels_last=True)
     rel = step_agreement(CPU, speed, TINY, dtype=torch.float64)
     assert max(rel.values()) < 1e-10, rel
-
-
-@pytest.mark.slow
-def test_compiled_step_agrees():
-    # about 6 minutes on two cores, nearly all of it Inductor compiling C++ kernels
-    rel = step_agreement(CPU, Speed(compile=True), TINY)
-    assert max(rel.values()) < 1e-2, rel
 
 
 def test_benchmark_step_runs():
