@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 
 from .ops import PRIMITIVES, check_primitives
-from .schedules import MIXING
+from .schedules import check_mixing, check_tau
 
 VERSION = "0.2.0"
 
@@ -127,12 +127,8 @@ def validate(c: RunConfig) -> None:
             bad(f"{f.name} must be a finite number (got {value}); set it to a real value")
     if c.ratio < 1:
         bad(f"ratio must be >= 1 (got {c.ratio}); use 1 for the balanced data set")
-    if c.hls_tau is not None and c.hls_tau <= 0:
-        bad(f"hls_tau must be > 0 (got {c.hls_tau}); use hls_tau=None to switch HLS off")
     if not 0 <= c.mixing_value <= 1:
         bad(f"mixing_value (mu) must be in [0, 1] (got {c.mixing_value})")
-    if c.mixing not in MIXING:
-        bad(f"unknown mixing schedule {c.mixing!r}; choose one of {', '.join(MIXING)}")
     for name in (c.sampler, c.rebalance_sampler):
         if name not in SAMPLERS:
             bad(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
@@ -166,7 +162,9 @@ def validate(c: RunConfig) -> None:
             bad(f"{name} must be one of {', '.join(map(str, allowed))} (got {getattr(c, name)!r})")
     if c.head_cell and c.bilateral:
         bad("head_cell is for single-branch methods; BBN's heads always have their cell")
-    try:
+    try:    # the checks the schedules and the ops make themselves, stated there once
+        check_tau(c.hls_tau, "hls_tau")
+        check_mixing(c.mixing)
         check_primitives(c.primitives)
     except ValueError as exc:
         bad(str(exc))

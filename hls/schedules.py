@@ -39,10 +39,19 @@ MIXING = {
 }
 
 
-def mixing_ratio(name: str, t: float, T: float, k: float = 10.0, value: float = 0.5) -> float:
-    """The mixing ratio mu(t) of the schedule `name`, clipped to [0, 1]."""
+def check_mixing(name: str) -> None:
     if name not in MIXING:
         raise ValueError(f"unknown mixing schedule {name!r}; choose one of {', '.join(MIXING)}")
+
+
+def check_tau(tau: float | None, name: str = "tau") -> None:
+    if tau is not None and tau <= 0:
+        raise ValueError(f"{name} must be > 0 (got {tau}); use {name}=None to switch HLS off")
+
+
+def mixing_ratio(name: str, t: float, T: float, k: float = 10.0, value: float = 0.5) -> float:
+    """The mixing ratio mu(t) of the schedule `name`, clipped to [0, 1]."""
+    check_mixing(name)
     return min(1.0, max(0.0, MIXING[name](t, T, k, value)))
 
 
@@ -51,10 +60,9 @@ def hls_factor(mu: float, tau: float | None) -> float:
 
     tau = None means no heterogeneous scheduling (factor 1).
     """
+    check_tau(tau)
     if tau is None:
         return 1.0
-    if tau <= 0:
-        raise ValueError(f"tau must be > 0 (got {tau}); use tau=None to switch HLS off")
     return 1.0 - math.exp(-tau * mu)
 
 
