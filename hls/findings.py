@@ -250,7 +250,8 @@ def claims_page(verdicts: Mapping[str, list], profile: str, records: Mapping[str
     n_open / n_absent: how many hold, fail, are not resolved, have no runs yet; n_profiles,
     profiles: the columns; acc_hls / acc_darts: mean paper-protocol test accuracy (%) over the
     seeds at hand, NaN without runs; n_seeds_table: HLS's seeds; c3_numbers: those numbers in
-    words ("HLS 47.92 % against DARTS 33.98 % over 3 seeds", or which runs are missing)."""
+    words ("HLS 47.92 % against DARTS 33.98 % over 3 seeds", each method's seeds where they
+    differ, or which runs are missing)."""
     mine = {v.claim: v.verdict for v in verdicts[profile]}
     out: dict = {f"v_{name}": mine[name] for name in claims.CLAIMS}
     for key, verdict in (("n_holds", claims.HOLDS), ("n_fails", claims.FAILS),
@@ -262,7 +263,15 @@ def claims_page(verdicts: Mapping[str, list], profile: str, records: Mapping[str
         out[f"acc_{method}"] = summaries.accuracy_mean_std(records.get(method, []))[0]
     out["n_seeds_table"] = len(records.get("hls", []))
     lacking = [summaries.label(m) for m in ("hls", "darts") if not records.get(m)]
-    out["c3_numbers"] = (f"no {' or '.join(lacking)} runs yet" if lacking else
-                         f"HLS {out['acc_hls']:.2f} % against DARTS {out['acc_darts']:.2f} % over "
-                         f"{out['n_seeds_table']} seed{'s' * (out['n_seeds_table'] != 1)}")
+    if lacking:
+        out["c3_numbers"] = f"no {' or '.join(lacking)} runs yet"
+        return out
+    hls, darts = f"HLS {out['acc_hls']:.2f} %", f"DARTS {out['acc_darts']:.2f} %"
+    n_hls, n_darts = _seeds(len(records["hls"])), _seeds(len(records["darts"]))
+    out["c3_numbers"] = (f"{hls} against {darts} over {n_hls}" if n_hls == n_darts else
+                         f"{hls} ({n_hls}) against {darts} ({n_darts})")
     return out
+
+
+def _seeds(n: int) -> str:
+    return f"{n} seed{'s' * (n != 1)}"
